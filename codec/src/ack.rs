@@ -1,0 +1,1 @@
+//! The ack (being written).

@@ -1,0 +1,1 @@
+//! The frame builder (being written).

@@ -1,0 +1,1 @@
+//! Outbound formats (being written).

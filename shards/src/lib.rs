@@ -1,0 +1,1 @@
+//! sluice-shards: the thread-per-core data plane.

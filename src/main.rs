@@ -1,0 +1,42 @@
+//! The `sluice` command: the connector (`run`), its config checker, and the
+//! tools around it (`decode`, `gen`, `sink`, `demo`).
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Aerospike XDR change notifications delivered over HTTP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the connector: XDR in, HTTP out.
+    Run(cmd::run::RunArgs),
+    /// Validate a config file and print the compiled plan, or the errors.
+    CheckConfig(cmd::check_config::CheckConfigArgs),
+    /// Decode captured XDR frames and print each record in a format.
+    Decode(cmd::decode::DecodeArgs),
+    /// Act like XDR: send change notifications and measure ack latency.
+    Gen(sluice_perf::gen::GenArgs),
+    /// Act like an HTTP destination: count, decode and time what arrives.
+    Sink(sluice_perf::sink::SinkArgs),
+    /// Run a sink, the connector and the generator in one process.
+    Demo(cmd::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => cmd::run::run(args),
+        Command::CheckConfig(args) => cmd::check_config::run(args),
+        Command::Decode(args) => cmd::decode::run(args),
+        Command::Gen(args) => sluice_perf::gen::run(args),
+        Command::Sink(args) => sluice_perf::sink::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+    }
+}
