@@ -5,3 +5,4 @@
 //! never YAML.
 
 pub mod plan;
+pub mod tls;
