@@ -1,0 +1,311 @@
+//! `sluice check-config` and `sluice run` on good and bad config files: the
+//! compiled plan on success; on failure a non-zero exit and a message that
+//! names the offending key and its line.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("sluice-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn check(dir: &Dir, text: &str) -> (i32, String, String) {
+    let file = dir.write("sluice.yml", text);
+    let out = sluice(&["check-config", file.to_str().unwrap()]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts a failed check whose errors include one line naming `key` at `line`
+/// and containing `words`.
+fn assert_error(name: &str, text: &str, key: &str, line: usize, words: &str) {
+    let dir = Dir::new(name);
+    let (code, _, err) = check(&dir, text);
+    assert_eq!(code, 2, "{name}: exit code; stderr: {err}");
+    let wanted = format!("line {line}: {key}: ");
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&wanted) && l.contains(words)),
+        "{name}: no error with `{wanted}` and `{words}` in:\n{err}"
+    );
+}
+
+const BASE: &str = "\
+service:
+  port: 4000
+destinations:
+  es:
+    urls:
+      - http://127.0.0.1:9200/x
+routing:
+  mode: static-multi-destination
+  destinations: [es]
+";
+
+#[test]
+fn good_config_prints_the_plan() {
+    let dir = Dir::new("good");
+    let text = "\
+service:
+  ports: [4000, 4001]
+  manage:
+    ports: 9100
+destinations:
+  es:
+    urls:
+      - http://127.0.0.1:9200/x
+    protocol: HTTP_1_1
+    call-timeout: 2500
+  fn:
+    urls: [\"http://127.0.0.1:9300/y\"]
+    headers:
+      Authorization: Bearer s3cret-token
+routing:
+  mode: static-multi-destination
+  destinations: [es]
+format:
+  mode: json
+namespaces:
+  test:
+    routing:
+      mode: static-multi-destination
+      destinations: [es, fn]
+    sets:
+      quiet:
+        routing:
+          mode: skip
+      same:
+        format:
+          mode: json
+port-based-config:
+  4001:
+    format:
+      mode: flat-json
+";
+    let (code, out, err) = check(&dir, text);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("0.0.0.0:4000") && out.contains("0.0.0.0:4001"),
+        "{out}"
+    );
+    assert!(out.contains("manage: 127.0.0.1:9100"), "{out}");
+    assert!(
+        out.contains("[0] es: HTTP_1_1 POST call-timeout 2500ms"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[1] fn: HTTP_2 POST call-timeout 1000ms"),
+        "{out}"
+    );
+    // Header values may be secrets: never printed.
+    assert!(!out.contains("s3cret"), "{out}");
+    // json appears once although three levels ask for it.
+    assert!(out.contains("[0] json [bins: all]"), "{out}");
+    assert!(
+        out.contains("[1] flat-json (metadata-key metadata) [bins: all]"),
+        "{out}"
+    );
+    let formats = out
+        .split("formats:\n")
+        .nth(1)
+        .unwrap()
+        .split("routes:")
+        .next()
+        .unwrap();
+    assert_eq!(formats.lines().count(), 2, "{out}");
+    assert!(
+        out.contains("[0] deliver format [0] to es  <- default"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[1] deliver format [0] to es, fn  <- namespace test; set test.same"),
+        "{out}"
+    );
+    assert!(out.contains("[2] skip  <- set test.quiet"), "{out}");
+    assert!(
+        out.contains("[3] deliver format [1] to es  <- port 4001"),
+        "{out}"
+    );
+}
+
+#[test]
+fn example_config_is_valid() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/example-esp-outbound.yml"
+    );
+    let out = sluice(&["check-config", example]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("<- port 8905"), "{stdout}");
+}
+
+#[test]
+fn unknown_key() {
+    let text = BASE.replace("    urls:", "    urlz: []\n    urls:");
+    assert_error(
+        "unknown",
+        &text,
+        "destinations.es.urlz",
+        5,
+        "unknown key `urlz`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    // The bad value under the destination, on line 7.
+    let text = BASE.replace(
+        "      - http://127.0.0.1:9200/x\n",
+        "      - http://127.0.0.1:9200/x\n    call-timeout: fast\n",
+    );
+    assert_error(
+        "type",
+        &text,
+        "destinations.es.call-timeout",
+        7,
+        "expected a non-negative integer (milliseconds), found a string",
+    );
+}
+
+#[test]
+fn undefined_destination() {
+    let text = BASE.replace(
+        "  destinations: [es]",
+        "  destinations:\n    - es\n    - nowhere",
+    );
+    assert_error(
+        "undefined",
+        &text,
+        "routing.destinations[1]",
+        11,
+        "undefined destination `nowhere`",
+    );
+}
+
+#[test]
+fn unreadable_pem() {
+    let text = BASE.replace(
+        "      - http://127.0.0.1:9200/x\n",
+        "      - https://127.0.0.1:9200/x\n    tls:\n      ca-file: /nonexistent/ca.pem\n",
+    );
+    assert_error(
+        "pem",
+        &text,
+        "destinations.es.tls.ca-file",
+        8,
+        "cannot read /nonexistent/ca.pem",
+    );
+}
+
+#[test]
+fn bad_avro_schema() {
+    let dir = Dir::new("avro");
+    dir.write("schema.avsc", "{\"type\": \"record\", \"name\": ");
+    let text = format!("{BASE}format:\n  mode: avro\n  schema-file: schema.avsc\n");
+    let (code, _, err) = check(&dir, &text);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("line 12: format.schema-file: bad avro schema"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_spellings_of_one_setting() {
+    let text = BASE.replace("  port: 4000\n", "  port: 4000\n  ports: [4001]\n");
+    assert_error(
+        "spelling",
+        &text,
+        "service.ports",
+        3,
+        "two spellings of one setting",
+    );
+}
+
+#[test]
+fn custom_routing() {
+    let text = "\
+destinations:
+  es:
+    urls: [http://127.0.0.1:9/]
+routing:
+  mode: custom
+";
+    assert_error("custom", text, "routing.mode", 5, "cannot run Java code");
+}
+
+#[test]
+fn unimplemented_key() {
+    let text = format!("{BASE}message-transformer:\n  class: com.example.T\n");
+    assert_error(
+        "unimplemented",
+        &text,
+        "message-transformer",
+        10,
+        "not implemented in sluice",
+    );
+}
+
+#[test]
+fn every_error_is_reported() {
+    let dir = Dir::new("many");
+    let text = BASE
+        .replace("  port: 4000\n", "  port: 4000\n  colour: blue\n")
+        .replace("  destinations: [es]", "  destinations: [es, ghost]");
+    let (code, _, err) = check(&dir, &text);
+    assert_eq!(code, 2);
+    assert!(err.contains("2 errors"), "{err}");
+    assert!(err.contains("line 3: service.colour: unknown key"), "{err}");
+    assert!(
+        err.contains("line 10: routing.destinations[1]: route to undefined destination `ghost`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config() {
+    let dir = Dir::new("run");
+    let file = dir.write(
+        "sluice.yml",
+        &BASE.replace("    urls:", "    urlz: []\n    urls:"),
+    );
+    let out = sluice(&["run", "--config", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 5: destinations.es.urlz"), "{err}");
+}
