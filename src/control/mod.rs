@@ -285,3 +285,6 @@ impl Ticker {
         self.last_at = Instant::now();
     }
 }
+
+#[cfg(test)]
+mod tests;
