@@ -1,0 +1,488 @@
+//! The `json` and `flat-json` formats: a hand-written JSON writer that appends
+//! straight into the output buffer (itoa, ryu, base64 into the `Vec`), so a
+//! record costs no allocation once the buffer has grown.
+//!
+//! Decisions (docs/FORMATS.md): non-finite floats are `null`; non-string map
+//! keys become strings (integers in decimal, floats as written by ryu, blobs
+//! in base64, `true`/`false`, `null`); GeoJSON is embedded as the JSON value it
+//! holds, checked first (invalid text would corrupt the whole body) and with
+//! raw line breaks dropped (they can only be white space there) so NDJSON
+//! batches stay one record per line.
+
+use base64::Engine as _;
+
+use super::cdt::{check_depth, next_elem, Elem, Reader};
+use super::{BinPolicy, EncodeError, OutName};
+use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
+
+/// For each byte: 0 when it goes out as is, else the letter after `\`
+/// (`u` = `\u00XX`).
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn escape_byte(out: &mut Vec<u8>, b: u8, esc: u8) {
+    if esc == b'u' {
+        out.extend_from_slice(b"\\u00");
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0x0f)]);
+    } else {
+        out.push(b'\\');
+        out.push(esc);
+    }
+}
+
+/// Appends `s` as a JSON string, quotes included.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[usize::from(b)];
+        if esc != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            escape_byte(out, b, esc);
+            start = i + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends an output bin name as a JSON string.
+fn write_name(out: &mut Vec<u8>, name: &OutName<'_>) {
+    if name.case == super::Case::Keep {
+        return write_str(out, name.base);
+    }
+    out.push(b'"');
+    name.for_each_char(|c| {
+        let mut buf = [0u8; 4];
+        let s = c.encode_utf8(&mut buf);
+        match s.as_bytes() {
+            [b] if ESCAPE[usize::from(*b)] != 0 => escape_byte(out, *b, ESCAPE[usize::from(*b)]),
+            bytes => out.extend_from_slice(bytes),
+        }
+    });
+    out.push(b'"');
+}
+
+/// Appends `bytes` in standard padded base64, quotes included.
+pub fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let start = out.len();
+    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
+    out.resize(start + len, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+    out.push(b'"');
+}
+
+pub fn write_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+pub fn write_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// A float as JSON: shortest round-trip text; NaN and infinities as `null`.
+pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn write_bool(out: &mut Vec<u8>, v: bool) {
+    out.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// Embeds GeoJSON text as the JSON value it holds.
+fn write_geo(out: &mut Vec<u8>, json: &str, bin: &str) -> Result<(), EncodeError> {
+    use serde::de::{Deserialize, IgnoredAny};
+    let mut de = serde_json::Deserializer::from_str(json);
+    IgnoredAny::deserialize(&mut de)
+        .and_then(|_| de.end())
+        .map_err(|e| EncodeError::BadGeoJson {
+            bin: bin.to_string(),
+            why: e.to_string(),
+        })?;
+    // Valid JSON has no raw CR/LF inside strings, so these are white space.
+    out.extend(json.trim().bytes().filter(|&b| b != b'\n' && b != b'\r'));
+    Ok(())
+}
+
+/// The JSON `type` of a bin value.
+fn type_name(v: &Value<'_>) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        Value::Str(_) => "str",
+        Value::Bool(_) => "bool",
+        Value::Blob { .. } => "blob",
+        Value::Hll(_) => "hll",
+        Value::List { .. } => "list",
+        Value::Map { .. } => "map",
+        Value::Geo(_) => "geojson",
+    }
+}
+
+fn map_order_name(o: MapOrder) -> &'static str {
+    match o {
+        MapOrder::Unordered => "unordered",
+        MapOrder::Key => "key",
+        MapOrder::KeyValue => "key-value",
+        MapOrder::Insertion => "insertion",
+    }
+}
+
+/// Appends a bin value as JSON.
+pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value<'_>, bin: &str) -> Result<(), EncodeError> {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Int(i) => write_i64(out, *i),
+        Value::Float(f) => write_f64(out, *f),
+        Value::Str(s) => write_str(out, s),
+        Value::Bool(b) => write_bool(out, *b),
+        Value::Blob { bytes, .. } | Value::Hll(bytes) => write_base64(out, bytes),
+        Value::Geo(g) => write_geo(out, g.json, bin)?,
+        Value::List { items, .. } => {
+            let mut r = Reader::new(items.body);
+            write_collection(out, &mut r, items.len, false, 1, bin)?;
+        }
+        Value::Map { items, .. } => {
+            let mut r = Reader::new(items.body);
+            write_collection(out, &mut r, items.len, true, 1, bin)?;
+        }
+    }
+    Ok(())
+}
+
+/// A list (`[..]`, `len` values) or a map (`{..}`, `len` pairs).
+fn write_collection(
+    out: &mut Vec<u8>,
+    r: &mut Reader<'_>,
+    len: u32,
+    is_map: bool,
+    depth: usize,
+    bin: &str,
+) -> Result<(), EncodeError> {
+    check_depth(depth, bin)?;
+    out.push(if is_map { b'{' } else { b'[' });
+    for i in 0..len {
+        if i > 0 {
+            out.push(b',');
+        }
+        if is_map {
+            write_key(out, next_elem(r, bin)?, bin)?;
+            out.push(b':');
+        }
+        let e = next_elem(r, bin)?;
+        write_elem(out, r, e, depth, bin)?;
+    }
+    out.push(if is_map { b'}' } else { b']' });
+    Ok(())
+}
+
+fn write_elem(
+    out: &mut Vec<u8>,
+    r: &mut Reader<'_>,
+    e: Elem<'_>,
+    depth: usize,
+    bin: &str,
+) -> Result<(), EncodeError> {
+    match e {
+        Elem::Nil => out.extend_from_slice(b"null"),
+        Elem::Bool(b) => write_bool(out, b),
+        Elem::Int(i) => write_i64(out, i),
+        Elem::Uint(u) => write_u64(out, u),
+        Elem::Float(f) => write_f64(out, f),
+        Elem::Str(s) => write_str(out, s),
+        Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => write_base64(out, bytes),
+        Elem::Geo(g) => write_geo(out, g, bin)?,
+        Elem::List { len, .. } => write_collection(out, r, len, false, depth + 1, bin)?,
+        Elem::Map { len, .. } => write_collection(out, r, len, true, depth + 1, bin)?,
+    }
+    Ok(())
+}
+
+/// A map key as a JSON string (JSON keys are strings only).
+fn write_key(out: &mut Vec<u8>, k: Elem<'_>, bin: &str) -> Result<(), EncodeError> {
+    match k {
+        Elem::Str(s) | Elem::Geo(s) => write_str(out, s),
+        Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => write_base64(out, bytes),
+        Elem::Int(_) | Elem::Uint(_) | Elem::Float(_) | Elem::Bool(_) | Elem::Nil => {
+            out.push(b'"');
+            write_elem_scalar(out, k);
+            out.push(b'"');
+        }
+        Elem::List { .. } => {
+            return Err(EncodeError::BadMapKey {
+                bin: bin.to_string(),
+                what: "list",
+            })
+        }
+        Elem::Map { .. } => {
+            return Err(EncodeError::BadMapKey {
+                bin: bin.to_string(),
+                what: "map",
+            })
+        }
+    }
+    Ok(())
+}
+
+fn write_elem_scalar(out: &mut Vec<u8>, e: Elem<'_>) {
+    match e {
+        Elem::Int(i) => write_i64(out, i),
+        Elem::Uint(u) => write_u64(out, u),
+        Elem::Float(f) => write_f64(out, f),
+        Elem::Bool(b) => write_bool(out, b),
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
+fn write_user_key(out: &mut Vec<u8>, k: Option<UserKey<'_>>) {
+    match k {
+        None => out.extend_from_slice(b"null"),
+        Some(UserKey::Int(i)) => write_i64(out, i),
+        Some(UserKey::Float(f)) => write_f64(out, f),
+        Some(UserKey::Str(s)) => write_str(out, s),
+        Some(UserKey::Blob(b)) => write_base64(out, b),
+    }
+}
+
+fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => write_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `json`: `{"msg", "key", "gen", "exp", "lut", "bins"}` for writes,
+/// `{"msg", "key", "gen", "lut", "durable"}` for deletes (FORMATS.md).
+pub(crate) fn write_json<'a, I>(
+    rec: &Record<'a>,
+    bins: I,
+    policy: &BinPolicy,
+    received_ms: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError>
+where
+    I: Iterator<Item = Bin<'a>>,
+{
+    out.extend_from_slice(match rec.action {
+        Action::Write => b"{\"msg\":\"write\",\"key\":[",
+        Action::Delete { .. } => b"{\"msg\":\"delete\",\"key\":[",
+    });
+    write_str(out, rec.namespace);
+    out.push(b',');
+    write_opt_str(out, rec.set);
+    out.push(b',');
+    write_base64(out, &rec.digest);
+    out.push(b',');
+    write_user_key(out, rec.user_key);
+    out.extend_from_slice(b"],\"gen\":");
+    write_u64(out, u64::from(rec.generation));
+    match rec.action {
+        Action::Delete { durable } => {
+            out.extend_from_slice(b",\"lut\":");
+            write_u64(out, rec.lut.unwrap_or(0));
+            out.extend_from_slice(b",\"durable\":");
+            write_bool(out, durable);
+        }
+        Action::Write => {
+            out.extend_from_slice(b",\"exp\":");
+            write_u64(out, rec.expiry(received_ms));
+            out.extend_from_slice(b",\"lut\":");
+            write_u64(out, rec.lut.unwrap_or(0));
+            out.extend_from_slice(b",\"bins\":[");
+            let mut first = true;
+            for bin in bins {
+                let Some(name) = policy.select(bin.name) else {
+                    continue;
+                };
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(b"{\"name\":");
+                write_name(out, &name);
+                out.extend_from_slice(b",\"type\":\"");
+                out.extend_from_slice(type_name(&bin.value).as_bytes());
+                out.extend_from_slice(b"\",\"value\":");
+                write_value(out, &bin.value, bin.name)?;
+                match bin.value {
+                    Value::List { order, .. } => {
+                        out.extend_from_slice(b",\"ordered\":");
+                        write_bool(out, order == ListOrder::Ordered);
+                    }
+                    Value::Map { order, .. } => {
+                        out.extend_from_slice(b",\"order\":\"");
+                        out.extend_from_slice(map_order_name(order).as_bytes());
+                        out.push(b'"');
+                    }
+                    _ => {}
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// `flat-json`: `{"<metadata_key>": {metadata}, "<bin>": value, ...}`.
+pub(crate) fn write_flat<'a, I>(
+    rec: &Record<'a>,
+    bins: I,
+    policy: &BinPolicy,
+    received_ms: u64,
+    metadata_key: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError>
+where
+    I: Iterator<Item = Bin<'a>> + Clone,
+{
+    out.push(b'{');
+    write_str(out, metadata_key);
+    out.extend_from_slice(b":{\"namespace\":");
+    write_str(out, rec.namespace);
+    out.extend_from_slice(b",\"set\":");
+    write_opt_str(out, rec.set);
+    if rec.user_key.is_some() {
+        out.extend_from_slice(b",\"userKey\":");
+        write_user_key(out, rec.user_key);
+    }
+    out.extend_from_slice(b",\"digest\":");
+    write_base64(out, &rec.digest);
+    out.extend_from_slice(match rec.action {
+        Action::Write => b",\"msg\":\"write\",\"gen\":",
+        Action::Delete { .. } => b",\"msg\":\"delete\",\"gen\":",
+    });
+    write_u64(out, u64::from(rec.generation));
+    out.extend_from_slice(b",\"lut\":");
+    write_u64(out, rec.lut.unwrap_or(0));
+    match rec.action {
+        Action::Write => {
+            out.extend_from_slice(b",\"exp\":");
+            write_u64(out, rec.expiry(received_ms));
+        }
+        Action::Delete { durable: true } => out.extend_from_slice(b",\"durable\":true"),
+        Action::Delete { durable: false } => {}
+    }
+    out.push(b'}');
+    if rec.action == Action::Write {
+        let check_duplicates = policy.changes_names();
+        for (i, bin) in bins.clone().enumerate() {
+            let Some(name) = policy.select(bin.name) else {
+                continue;
+            };
+            if name.eq_str(metadata_key) {
+                return Err(EncodeError::MetadataKeyCollision {
+                    bin: name.to_owned_string(),
+                    key: metadata_key.to_string(),
+                });
+            }
+            if check_duplicates
+                && bins
+                    .clone()
+                    .take(i)
+                    .any(|b| policy.select(b.name).is_some_and(|n| n.same_as(&name)))
+            {
+                return Err(EncodeError::DuplicateBinName {
+                    name: name.to_owned_string(),
+                });
+            }
+            out.push(b',');
+            write_name(out, &name);
+            out.push(b':');
+            write_value(out, &bin.value, bin.name)?;
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut v = Vec::new();
+        f(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn strings_escape_quotes_backslashes_and_controls() {
+        let out = s(|o| write_str(o, "a\"b\\c\n\t\u{1}\u{1f}é\u{7f}"));
+        assert_eq!(out, "\"a\\\"b\\\\c\\n\\t\\u0001\\u001fé\u{7f}\"");
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, "a\"b\\c\n\t\u{1}\u{1f}é\u{7f}");
+    }
+
+    #[test]
+    fn every_control_char_round_trips() {
+        let all: String = (0u8..0x20).map(char::from).collect();
+        let out = s(|o| write_str(o, &all));
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, all);
+    }
+
+    #[test]
+    fn floats_and_non_finite() {
+        assert_eq!(s(|o| write_f64(o, 1.5)), "1.5");
+        assert_eq!(s(|o| write_f64(o, -0.25)), "-0.25");
+        assert_eq!(s(|o| write_f64(o, 3.0)), "3.0");
+        assert_eq!(s(|o| write_f64(o, f64::NAN)), "null");
+        assert_eq!(s(|o| write_f64(o, f64::NEG_INFINITY)), "null");
+        let big: f64 = serde_json::from_str(&s(|o| write_f64(o, 1e300))).unwrap();
+        assert_eq!(big, 1e300);
+    }
+
+    #[test]
+    fn base64_is_standard_and_padded() {
+        assert_eq!(
+            s(|o| write_base64(o, &[0x00, 0x01, 0xfe, 0xff])),
+            "\"AAH+/w==\""
+        );
+        assert_eq!(s(|o| write_base64(o, &[])), "\"\"");
+    }
+
+    #[test]
+    fn geo_is_embedded_without_line_breaks_and_checked() {
+        let g = "{\"type\":\"Point\",\r\n \"coordinates\":[1.5, -2]}\n";
+        assert_eq!(
+            s(|o| write_geo(o, g, "g").unwrap()),
+            "{\"type\":\"Point\", \"coordinates\":[1.5, -2]}"
+        );
+        let mut out = Vec::new();
+        let err = write_geo(&mut out, "{\"type\":", "g").unwrap_err();
+        assert!(
+            matches!(err, EncodeError::BadGeoJson { ref bin, .. } if bin == "g"),
+            "{err}"
+        );
+        assert!(write_geo(&mut out, "{} {}", "g").is_err());
+    }
+}
