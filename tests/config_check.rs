@@ -182,7 +182,7 @@ fn unknown_key() {
         &text,
         "destinations.es.urlz",
         5,
-        "unknown key `urlz`",
+        "unknown key `urlz` (did you mean `urls`?",
     );
 }
 

@@ -465,7 +465,11 @@ fn ordering(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Option<Duration>> {
 fn ports(ctx: &mut Ctx, path: &str, v: &Value) -> Vec<u16> {
     let mut out = Vec::new();
     for (p, item) in ctx.one_or_list(path, v) {
-        match item.as_u64().map(u16::try_from) {
+        match item
+            .as_u64()
+            .or_else(|| super::tree::numeric_text(item))
+            .map(u16::try_from)
+        {
             Some(Ok(port)) => out.push(port),
             _ => ctx.err(
                 &p,
@@ -753,19 +757,7 @@ fn destination(
             "`urls` is required (a list of http:// or https:// URLs)",
         ),
     }
-    let method = match obj.str(ctx, "method") {
-        Some(m) => match http::Method::from_bytes(m.as_bytes()) {
-            Ok(m) => m,
-            Err(_) => {
-                ctx.err(
-                    &join(path, "method"),
-                    format!("`{m}` is not an HTTP method"),
-                );
-                http::Method::POST
-            }
-        },
-        None => http::Method::POST,
-    };
+    let method = method(ctx, &obj, http::Method::POST);
     let gzip = match obj.str(ctx, "compression") {
         None | Some("none") => false,
         Some("gzip") => true,
@@ -880,6 +872,23 @@ fn destination_tls(
             let at = tls_error_path(&e, &files, Some(&ca));
             ctx.err(&at, e.to_string());
             None
+        }
+    }
+}
+
+/// `method`: an HTTP method name, `default` when absent.
+fn method(ctx: &mut Ctx, obj: &Obj<'_>, default: http::Method) -> http::Method {
+    let Some(m) = obj.str(ctx, "method") else {
+        return default;
+    };
+    match http::Method::from_bytes(m.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => {
+            ctx.err(
+                &join(&obj.path, "method"),
+                format!("`{m}` is not an HTTP method"),
+            );
+            default
         }
     }
 }
@@ -1013,19 +1022,7 @@ fn health_check(ctx: &mut Ctx, path: &str, v: &Value) -> Option<HealthCheckPlan>
         Some((p, v)) => ctx.u64(&p, v, "milliseconds")?,
         None => 1000,
     };
-    let method = match obj.str(ctx, "method") {
-        Some(m) => match http::Method::from_bytes(m.as_bytes()) {
-            Ok(m) => m,
-            Err(_) => {
-                ctx.err(
-                    &join(path, "method"),
-                    format!("`{m}` is not an HTTP method"),
-                );
-                return None;
-            }
-        },
-        None => http::Method::GET,
-    };
+    let method = method(ctx, &obj, http::Method::GET);
     let hpath = obj.str(ctx, "path").unwrap_or("/").to_owned();
     if !hpath.starts_with('/') {
         ctx.err(&join(path, "path"), "must start with `/`");

@@ -58,6 +58,29 @@ pub fn key_text(k: &Value) -> Option<String> {
     }
 }
 
+/// A number or boolean written as a quoted string (`"8080"`): the original
+/// connector's config binding (Jackson) accepts those, so files in the wild
+/// contain them.
+pub fn numeric_text<T: std::str::FromStr>(v: &Value) -> Option<T> {
+    v.as_str().and_then(|s| s.trim().parse().ok())
+}
+
+/// Edit distance, for "did you mean" on unknown keys.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 impl Ctx {
     pub fn new(lines: LineIndex) -> Ctx {
         Ctx {
@@ -104,10 +127,15 @@ impl Ctx {
             if let Some((_, why)) = unimplemented.iter().find(|(u, _)| *u == name) {
                 self.err(&at, format!("not implemented in sluice: {why}"));
             } else {
+                let hint = keys
+                    .iter()
+                    .find(|k| distance(k, &name) <= 2)
+                    .map(|k| format!("did you mean `{k}`? "))
+                    .unwrap_or_default();
                 self.err(
                     &at,
                     format!(
-                        "unknown key `{name}` (expected one of: {})",
+                        "unknown key `{name}` ({hint}expected one of: {})",
                         keys.join(", ")
                     ),
                 );
@@ -140,7 +168,7 @@ impl Ctx {
 
     /// `u64` with a type check; `what` says the unit ("milliseconds").
     pub fn u64(&mut self, path: &str, v: &Value, what: &str) -> Option<u64> {
-        match v.as_u64() {
+        match v.as_u64().or_else(|| numeric_text(v)) {
             Some(n) => Some(n),
             None => {
                 self.type_err(path, &format!("a non-negative integer ({what})"), v);
@@ -150,7 +178,7 @@ impl Ctx {
     }
 
     pub fn i64(&mut self, path: &str, v: &Value, what: &str) -> Option<i64> {
-        match v.as_i64() {
+        match v.as_i64().or_else(|| numeric_text(v)) {
             Some(n) => Some(n),
             None => {
                 self.type_err(path, &format!("an integer ({what})"), v);
@@ -160,7 +188,7 @@ impl Ctx {
     }
 
     pub fn bool(&mut self, path: &str, v: &Value) -> Option<bool> {
-        match v.as_bool() {
+        match v.as_bool().or_else(|| numeric_text(v)) {
             Some(b) => Some(b),
             None => {
                 self.type_err(path, "true or false", v);
