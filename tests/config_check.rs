@@ -309,3 +309,34 @@ fn run_refuses_a_bad_config() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("line 5: destinations.es.urlz"), "{err}");
 }
+
+#[test]
+fn avro_schema_file_and_batch_framing() {
+    let dir = Dir::new("avro-ok");
+    let schema = sluice_codec::encode::avro::DEFAULT_SCHEMA;
+    dir.write("schema.avsc", schema);
+    let text = format!(
+        "{BASE}format:\n  mode: avro\n  schema-file: schema.avsc\n  stringify-map-keys: false\n\
+         namespaces:\n  logs:\n    format:\n      mode: json\n      batch-framing: json-array\n"
+    );
+    let (code, out, err) = check(&dir, &text);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "[0] avro (schema {} bytes, stringify-map-keys false)",
+            schema.len()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("[1] json (batches as a JSON array)"), "{out}");
+    // An option of another mode is refused.
+    let text = text.replace("  stringify-map-keys: false\n", "  metadata-key: m\n");
+    let (code, _, err) = check(&dir, &text);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "line 13: format.metadata-key: `metadata-key` has no meaning with `mode: avro`"
+        ),
+        "{err}"
+    );
+}

@@ -228,7 +228,10 @@ impl RouteBuilder {
             None | Some(Routing::Skip) => RouteAction::Skip,
             Some(Routing::Deliver(ds)) => RouteAction::Deliver {
                 format: self.format(
-                    level.format.clone().unwrap_or_default(),
+                    level
+                        .format
+                        .clone()
+                        .unwrap_or(FormatSpec::Json { json_array: false }),
                     level.bins.clone().unwrap_or_default(),
                 ),
                 destinations: ds.clone(),

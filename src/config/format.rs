@@ -6,18 +6,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_yaml_ng::Value;
-use sluice_codec::encode::{BinPolicy, Encoder, NameTransform};
+use sluice_codec::encode::{BinPolicy, Encoder, NameTransform, TextBatch};
 use sluice_shards::plan::FormatPlan;
 
-use super::tree::{join, Ctx};
+use super::tree::{join, Ctx, Obj};
 
 /// A `format` section, resolved (schema files read).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatSpec {
-    #[default]
-    Json,
+    /// `json_array`: batches as one JSON array instead of NDJSON.
+    Json {
+        json_array: bool,
+    },
     FlatJson {
         metadata_key: String,
+        json_array: bool,
     },
     MessagePack,
     Avro {
@@ -41,10 +44,14 @@ pub struct BinSpec {
 impl FormatSpec {
     pub fn describe(&self) -> String {
         match self {
-            FormatSpec::Json => "json".into(),
-            FormatSpec::FlatJson { metadata_key } => {
-                format!("flat-json (metadata-key {metadata_key})")
-            }
+            FormatSpec::Json { json_array } => format!("json{}", framing(*json_array)),
+            FormatSpec::FlatJson {
+                metadata_key,
+                json_array,
+            } => format!(
+                "flat-json (metadata-key {metadata_key}){}",
+                framing(*json_array)
+            ),
             FormatSpec::MessagePack => "message-pack".into(),
             FormatSpec::Avro {
                 schema,
@@ -100,8 +107,11 @@ fn join_set(set: &BTreeSet<String>) -> String {
 /// Builds the codec's encoder and bin policy for one distinct format.
 pub fn build(spec: &FormatSpec, bins: &BinSpec) -> Result<FormatPlan, String> {
     let encoder = match spec {
-        FormatSpec::Json => Encoder::json(),
-        FormatSpec::FlatJson { metadata_key } => Encoder::flat_json(metadata_key),
+        FormatSpec::Json { json_array } => text_batch(Encoder::json(), *json_array),
+        FormatSpec::FlatJson {
+            metadata_key,
+            json_array,
+        } => text_batch(Encoder::flat_json(metadata_key), *json_array),
         FormatSpec::MessagePack => Encoder::message_pack(),
         FormatSpec::Avro {
             schema,
@@ -127,6 +137,37 @@ pub fn build(spec: &FormatSpec, bins: &BinSpec) -> Result<FormatPlan, String> {
     })
 }
 
+fn framing(json_array: bool) -> &'static str {
+    if json_array {
+        " (batches as a JSON array)"
+    } else {
+        ""
+    }
+}
+
+fn text_batch(encoder: Encoder, json_array: bool) -> Encoder {
+    if json_array {
+        encoder.with_text_batch(TextBatch::JsonArray)
+    } else {
+        encoder.with_text_batch(TextBatch::Ndjson)
+    }
+}
+
+/// `batch-framing` (extension): `ndjson` [default] or `json-array`.
+fn json_array(ctx: &mut Ctx, obj: &Obj<'_>) -> Option<bool> {
+    match obj.str(ctx, "batch-framing") {
+        None | Some("ndjson") => Some(false),
+        Some("json-array") => Some(true),
+        Some(other) => {
+            ctx.err(
+                &join(&obj.path, "batch-framing"),
+                format!("unknown batch framing `{other}` (ndjson or json-array)"),
+            );
+            None
+        }
+    }
+}
+
 /// Checks an avro schema with the encoder that will use it.
 fn check_avro_schema(schema: &str, stringify_map_keys: bool) -> Result<(), String> {
     Encoder::avro(schema, stringify_map_keys)
@@ -145,6 +186,7 @@ pub fn format(ctx: &mut Ctx, path: &str, v: &Value, base: &Path) -> Option<Forma
             "schema",
             "schema-file",
             "stringify-map-keys",
+            "batch-framing",
         ],
         &[],
     )?;
@@ -162,6 +204,7 @@ pub fn format(ctx: &mut Ctx, path: &str, v: &Value, base: &Path) -> Option<Forma
             "schema",
             "schema-file",
             "stringify-map-keys",
+            "batch-framing",
         ] {
             if !allowed.contains(&key) && obj.get(key).is_some() {
                 ctx.err(
@@ -173,8 +216,10 @@ pub fn format(ctx: &mut Ctx, path: &str, v: &Value, base: &Path) -> Option<Forma
     };
     match mode {
         "json" => {
-            only(ctx, &[]);
-            Some(FormatSpec::Json)
+            only(ctx, &["batch-framing"]);
+            Some(FormatSpec::Json {
+                json_array: json_array(ctx, &obj)?,
+            })
         }
         "message-pack" => {
             only(ctx, &[]);
@@ -185,13 +230,14 @@ pub fn format(ctx: &mut Ctx, path: &str, v: &Value, base: &Path) -> Option<Forma
             Some(FormatSpec::Xdr)
         }
         "flat-json" => {
-            only(ctx, &["metadata-key"]);
+            only(ctx, &["metadata-key", "batch-framing"]);
             let key = obj.str(ctx, "metadata-key").unwrap_or("metadata");
             if key.is_empty() {
                 ctx.err(&join(path, "metadata-key"), "must not be empty");
             }
             Some(FormatSpec::FlatJson {
                 metadata_key: key.to_owned(),
+                json_array: json_array(ctx, &obj)?,
             })
         }
         "avro" => {
