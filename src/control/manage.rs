@@ -83,12 +83,12 @@ fn route(method: &str, path: &str, shared: &Shared) -> (&'static str, &'static s
         "/metrics" | "/manage/rest/v1/prometheus" => (
             "200 OK",
             PROMETHEUS,
-            metrics::prometheus_text(shared.plane.snapshot(), &shared.counters),
+            metrics::prometheus_text(shared.snapshot(), &shared.counters),
         ),
         "/manage/rest/v1/metrics" => (
             "200 OK",
             "application/json",
-            metrics::json(&shared.plane.snapshot(), &shared.counters),
+            metrics::json(&shared.snapshot(), &shared.counters),
         ),
         _ => ("404 Not Found", TEXT, "not found\n".into()),
     }

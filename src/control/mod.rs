@@ -8,6 +8,7 @@
 //! `unsafe` handlers here) on their own thread and are turned into channel
 //! messages; the control loop selects over them and a one-second tick.
 
+pub mod health;
 pub mod logging;
 pub mod manage;
 pub mod metrics;
@@ -40,13 +41,14 @@ pub struct Shared {
     pub plane: Arc<dyn Plane>,
     pub plan: Mutex<Arc<Plan>>,
     pub counters: ControlCounters,
+    pub health: Arc<health::Health>,
 }
 
 impl Shared {
     /// Ready: listening, and every routed destination has a healthy
     /// endpoint (destinations without health checks count as healthy).
     pub fn readiness(&self) -> Result<(), String> {
-        let snap = self.plane.snapshot();
+        let snap = self.snapshot();
         if !snap.listening {
             return Err("not listening yet".into());
         }
@@ -79,6 +81,33 @@ impl Shared {
         Ok(())
     }
 
+    /// The data plane's snapshot with the health checks' view of endpoints.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = self.plane.snapshot();
+        let plan = self.current_plan();
+        for dest in plan
+            .destinations
+            .iter()
+            .filter(|d| d.health_check.is_some())
+        {
+            let endpoints = self
+                .health
+                .endpoints(dest)
+                .into_iter()
+                .map(|(url, healthy)| metrics::EndpointSnapshot { url, healthy })
+                .collect();
+            match snap.destinations.iter_mut().find(|d| d.name == dest.name) {
+                Some(d) => d.endpoints = endpoints,
+                None => snap.destinations.push(metrics::DestinationSnapshot {
+                    name: dest.name.clone(),
+                    endpoints,
+                    ..Default::default()
+                }),
+            }
+        }
+        snap
+    }
+
     pub fn current_plan(&self) -> Arc<Plan> {
         match self.plan.lock() {
             Ok(p) => p.clone(),
@@ -107,7 +136,7 @@ pub struct ControlOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("cannot install signal handlers: {0}")]
+    #[error("cannot install signal handlers or start a control thread: {0}")]
     Signals(std::io::Error),
     #[error("cannot open the manage API on {addr}: {source}")]
     Manage {
@@ -184,7 +213,11 @@ pub fn run(
         plane,
         plan: Mutex::new(plan),
         counters: ControlCounters::default(),
+        health: Arc::default(),
     });
+    let for_health = shared.clone();
+    health::spawn(shared.health.clone(), move || for_health.current_plan())
+        .map_err(ControlError::Signals)?;
     let manage = match opts.manage {
         Some(addr) => Some(
             manage::spawn(addr, shared.clone())

@@ -48,6 +48,7 @@ fn setup(name: &str) -> (std::path::PathBuf, Arc<FakePlane>, Arc<Shared>) {
         plane: plane.clone(),
         plan: Mutex::new(plan),
         counters: Default::default(),
+        health: Default::default(),
     });
     (file, plane, shared)
 }
