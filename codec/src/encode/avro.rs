@@ -428,11 +428,12 @@ impl AvroFormat {
             _ => {}
         }
         Ok(match k {
-            Elem::Int(i) => i.to_string(),
-            Elem::Uint(u) => u.to_string(),
-            Elem::Float(f) => f.to_string(),
-            Elem::Bool(b) => b.to_string(),
-            Elem::Nil => "null".to_string(),
+            Elem::Int(_) | Elem::Uint(_) | Elem::Float(_) | Elem::Bool(_) | Elem::Nil => {
+                // The same text as the json format writes for such keys.
+                let mut text = Vec::new();
+                super::json::write_scalar(&mut text, k);
+                String::from_utf8_lossy(&text).into_owned()
+            }
             Elem::Geo(s) => s.to_string(),
             Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => {
                 base64::engine::general_purpose::STANDARD.encode(bytes)

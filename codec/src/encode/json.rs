@@ -232,7 +232,7 @@ fn write_key(out: &mut Vec<u8>, k: Elem<'_>, bin: &str) -> Result<(), EncodeErro
         Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => write_base64(out, bytes),
         Elem::Int(_) | Elem::Uint(_) | Elem::Float(_) | Elem::Bool(_) | Elem::Nil => {
             out.push(b'"');
-            write_elem_scalar(out, k);
+            write_scalar(out, k);
             out.push(b'"');
         }
         Elem::List { .. } => {
@@ -251,7 +251,8 @@ fn write_key(out: &mut Vec<u8>, k: Elem<'_>, bin: &str) -> Result<(), EncodeErro
     Ok(())
 }
 
-fn write_elem_scalar(out: &mut Vec<u8>, e: Elem<'_>) {
+/// A scalar element as JSON text (integers, floats, booleans, nil).
+pub(crate) fn write_scalar(out: &mut Vec<u8>, e: Elem<'_>) {
     match e {
         Elem::Int(i) => write_i64(out, i),
         Elem::Uint(u) => write_u64(out, u),

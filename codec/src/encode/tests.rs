@@ -920,7 +920,11 @@ const USER_SCHEMA: &str = r#"{"type":"record","name":"R","fields":[
 #[test]
 fn avro_user_schema_fields_per_bin() {
     use apache_avro::types::Value as A;
-    let m = pairs(vec![(M::Int(5), M::Int(50))]);
+    let m = pairs(vec![
+        (M::Int(5), M::Int(50)),
+        (M::F(3.0), M::Int(30)),
+        (M::B(true), M::Int(1)),
+    ]);
     let bins = [
         Bin {
             name: "i",
@@ -953,7 +957,17 @@ fn avro_user_schema_fields_per_bin() {
             ("s".into(), A::Union(0, Box::new(A::Null))),
             (
                 "m".into(),
-                A::Union(1, Box::new(A::Map([("5".to_string(), A::Long(50))].into())))
+                A::Union(
+                    1,
+                    Box::new(A::Map(
+                        [
+                            ("5".to_string(), A::Long(50)),
+                            ("3.0".to_string(), A::Long(30)),
+                            ("true".to_string(), A::Long(1))
+                        ]
+                        .into()
+                    ))
+                )
             ),
         ])
     );
