@@ -1,5 +1,11 @@
 //! The XDR wire protocol (XDR-PROTOCOL.md §1–§5): frames, the message header,
 //! fields, ops, particles and Aerospike's msgpack.
+//!
+//! [`frame::cut`] finds whole frames in a stream buffer; [`parse`] turns one
+//! into a borrowed [`Record`], inflating a compressed frame into a scratch
+//! buffer first. Parsing validates the whole message — every field, every
+//! op, every element of every list and map — so that encoders reading the
+//! record afterwards cannot meet malformed data.
 
 pub mod field;
 pub mod frame;
@@ -7,3 +13,249 @@ pub mod header;
 pub mod msgpack;
 pub mod op;
 pub mod particle;
+
+use std::io::Read;
+
+use crate::error::{Error, ErrorKind};
+use crate::record::{Action, Bins, Record, UserKey};
+use frame::{FrameType, PROTO_HEADER};
+use header::{MsgHeader, MSG_HEADER};
+
+/// A body cap for callers without a configured one: a record is at most
+/// 8 MiB in current servers, plus room for its fields and op headers.
+pub const DEFAULT_MAX_BODY: usize = 9 << 20;
+
+/// Bytes before the zlib stream in a type-4 body: the inflated size.
+const INFLATED_SIZE: usize = 8;
+
+/// Parses a whole type-3 or type-4 frame (8-byte proto header included).
+///
+/// A type-4 frame is inflated into `scratch` (its declared size checked
+/// against `max_body` before anything is allocated) and the record borrows
+/// `scratch`; a type-3 record borrows `frame`. Any other frame type is an
+/// error ([`ErrorKind::WrongFrameType`]).
+pub fn parse<'a>(
+    frame: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+    max_body: usize,
+) -> Result<Record<'a>, Error> {
+    match frame.get(1).copied() {
+        Some(4) => {
+            inflate(frame, max_body, &mut *scratch)?;
+            let inner: &'a Vec<u8> = scratch;
+            parse_message(inner)
+        }
+        _ => parse_message(frame),
+    }
+}
+
+fn truncated(what: &'static str, need: usize, have: usize, at: usize) -> Error {
+    Error::at(ErrorKind::Truncated { what, need, have }, at)
+}
+
+/// Checks a proto header for a frame of type `expected`; returns the body.
+fn body_of(frame: &[u8], expected: FrameType) -> Result<&[u8], Error> {
+    let Some(h) = frame.first_chunk::<PROTO_HEADER>() else {
+        return Err(truncated("proto header", PROTO_HEADER, frame.len(), 0));
+    };
+    let (ty, len) = frame::check_header(h, usize::MAX)?;
+    if ty != expected {
+        return Err(Error::at(
+            ErrorKind::WrongFrameType {
+                expected: expected as u8,
+                found: ty as u8,
+            },
+            1,
+        ));
+    }
+    let body = &frame[PROTO_HEADER..];
+    match body.len().cmp(&len) {
+        std::cmp::Ordering::Less => Err(truncated("frame body", len, body.len(), PROTO_HEADER)),
+        std::cmp::Ordering::Greater => Err(Error::at(
+            ErrorKind::TrailingBytes {
+                extra: body.len() - len,
+            },
+            PROTO_HEADER + len,
+        )),
+        std::cmp::Ordering::Equal => Ok(body),
+    }
+}
+
+/// What the fields of a message said.
+#[derive(Default)]
+struct Fields<'a> {
+    namespace: Option<&'a str>,
+    set: Option<&'a str>,
+    user_key: Option<UserKey<'a>>,
+    digest: Option<[u8; 20]>,
+    lut: Option<u64>,
+}
+
+/// Reads `n` fields starting at `pos` of `frame`; returns them and the
+/// position after the last.
+fn read_fields(frame: &[u8], mut pos: usize, n: u16) -> Result<(Fields<'_>, usize), Error> {
+    let mut f = Fields::default();
+    for _ in 0..n {
+        let rest = frame.get(pos..).unwrap_or_default();
+        let Some((size, rest)) = rest.split_first_chunk::<4>() else {
+            return Err(truncated("field size", 4, rest.len(), pos));
+        };
+        let size = u32::from_be_bytes(*size) as usize;
+        if size == 0 {
+            return Err(Error::at(ErrorKind::EmptyField, pos));
+        }
+        let Some((&ty, data)) = rest.get(..size).and_then(|b| b.split_first()) else {
+            return Err(truncated("field", size, rest.len(), pos + 4));
+        };
+        let data_at = pos + 5;
+        let utf8 = |what| {
+            std::str::from_utf8(data).map_err(|_| Error::at(ErrorKind::BadUtf8 { what }, data_at))
+        };
+        let fixed = |want: usize| {
+            if data.len() == want {
+                Ok(())
+            } else {
+                Err(Error::at(
+                    ErrorKind::BadFieldSize {
+                        ty,
+                        len: data.len(),
+                    },
+                    pos,
+                ))
+            }
+        };
+        match ty {
+            field::NAMESPACE => f.namespace = Some(utf8("namespace")?),
+            field::SET => f.set = Some(utf8("set name")?).filter(|s| !s.is_empty()),
+            field::USER_KEY => f.user_key = Some(field::user_key(data, data_at)?),
+            field::DIGEST => {
+                fixed(20)?;
+                let mut d = [0u8; 20];
+                d.copy_from_slice(data);
+                f.digest = Some(d);
+            }
+            field::LUT => {
+                fixed(8)?;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(data);
+                f.lut = Some(field::lut_to_unix_ms(u64::from_be_bytes(b)));
+            }
+            // Unknown types, and the transaction id, carry nothing sluice uses.
+            _ => {}
+        }
+        pos += 4 + size;
+    }
+    Ok((f, pos))
+}
+
+/// Parses a whole type-3 frame (8-byte proto header included), validating
+/// every part of it.
+pub fn parse_message(frame: &[u8]) -> Result<Record<'_>, Error> {
+    body_of(frame, FrameType::Message)?;
+    let h = MsgHeader::read(&frame[PROTO_HEADER..], PROTO_HEADER)?;
+    let action = action_of(h.info2)?;
+    let (f, ops_at) = read_fields(frame, PROTO_HEADER + MSG_HEADER, h.n_fields)?;
+    let namespace = f
+        .namespace
+        .ok_or(Error::at(ErrorKind::MissingNamespace, ops_at))?;
+    let digest = match (f.digest, f.user_key) {
+        (Some(d), _) => d,
+        (None, Some(k)) => field::digest(f.set, &k),
+        (None, None) => return Err(Error::at(ErrorKind::MissingDigest, ops_at)),
+    };
+    let ops = frame.get(ops_at..).unwrap_or_default();
+    let mut pos = 0;
+    for _ in 0..h.n_ops {
+        pos = op::validate(ops, pos, ops_at)?;
+    }
+    if pos != ops.len() {
+        return Err(Error::at(
+            ErrorKind::TrailingBytes {
+                extra: ops.len() - pos,
+            },
+            ops_at + pos,
+        ));
+    }
+    Ok(Record {
+        message: frame,
+        info1: h.info1,
+        info2: h.info2,
+        info3: h.info3,
+        action,
+        generation: h.generation,
+        record_ttl: h.record_ttl,
+        namespace,
+        set: f.set,
+        user_key: f.user_key,
+        digest,
+        lut: f.lut,
+        bins: Bins {
+            ops,
+            count: h.n_ops,
+        },
+    })
+}
+
+/// Write or delete, from info2 (XDR-PROTOCOL.md §2).
+fn action_of(info2: u8) -> Result<Action, Error> {
+    use header::{INFO2_DELETE, INFO2_DURABLE_DELETE, INFO2_WRITE};
+    if info2 & INFO2_WRITE == 0 {
+        return Err(Error::at(ErrorKind::NotAWrite(info2), PROTO_HEADER + 2));
+    }
+    Ok(if info2 & INFO2_DELETE != 0 {
+        Action::Delete {
+            durable: info2 & INFO2_DURABLE_DELETE != 0,
+        }
+    } else {
+        Action::Write
+    })
+}
+
+/// Inflates a type-4 frame into `out` (cleared first): the inner type-3
+/// frame, its own 8-byte header included.
+///
+/// The declared inflated size is checked against `max_body` (plus the inner
+/// proto header) before `out` grows, and inflating stops one byte past the
+/// declared size, so a zlib bomb costs at most the cap.
+pub fn inflate(frame: &[u8], max_body: usize, out: &mut Vec<u8>) -> Result<(), Error> {
+    out.clear();
+    let body = body_of(frame, FrameType::Compressed)?;
+    let Some((size, zlib)) = body.split_first_chunk::<INFLATED_SIZE>() else {
+        return Err(truncated(
+            "inflated size",
+            INFLATED_SIZE,
+            body.len(),
+            PROTO_HEADER,
+        ));
+    };
+    let declared = u64::from_be_bytes(*size);
+    let cap = max_body.saturating_add(PROTO_HEADER);
+    let want = match usize::try_from(declared) {
+        Ok(n) if n <= cap => n,
+        _ => {
+            return Err(Error::at(
+                ErrorKind::TooLong {
+                    len: declared,
+                    max: cap,
+                },
+                PROTO_HEADER,
+            ))
+        }
+    };
+    out.reserve(want);
+    let zlib_at = PROTO_HEADER + INFLATED_SIZE;
+    let mut z = flate2::bufread::ZlibDecoder::new(zlib).take(declared + 1);
+    z.read_to_end(out)
+        .map_err(|_| Error::at(ErrorKind::BadZlib, zlib_at))?;
+    if out.len() != want {
+        return Err(Error::at(
+            ErrorKind::InflatedSize {
+                declared,
+                actual: out.len() as u64,
+            },
+            zlib_at,
+        ));
+    }
+    // The inner frame must be a complete type-3 frame of exactly that size.
+    body_of(out, FrameType::Message).map(|_| ())
+}

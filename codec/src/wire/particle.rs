@@ -16,3 +16,153 @@ pub const HLL: u8 = 18;
 pub const MAP: u8 = 19;
 pub const LIST: u8 = 20;
 pub const GEOJSON: u8 = 23;
+
+use crate::error::{Error, ErrorKind};
+use crate::record::{Collection, Geo, Value};
+use crate::wire::msgpack::{Elem, Reader};
+
+/// Decodes and fully validates one bin value of particle type `ptype`;
+/// `base` is where `bytes` start in the frame (for error offsets).
+pub fn decode(ptype: u8, bytes: &[u8], base: usize) -> Result<Value<'_>, Error> {
+    let value = decode_head(ptype, bytes, base)?;
+    match value {
+        Value::List { items, .. } => {
+            validate_body(items, 1, base + (bytes.len() - items.body.len()))?
+        }
+        Value::Map { items, .. } => {
+            validate_body(items, 2, base + (bytes.len() - items.body.len()))?
+        }
+        _ => {}
+    }
+    Ok(value)
+}
+
+/// Walks the elements of a collection: exactly `len × per` values, nothing after.
+fn validate_body(items: Collection<'_>, per: u64, base: usize) -> Result<(), Error> {
+    let mut r = Reader::with_base(items.body, base);
+    r.skip_values(u64::from(items.len) * per)?;
+    let extra = items.body.len() - r.position();
+    if extra != 0 {
+        return Err(Error::at(
+            ErrorKind::BadMsgpack {
+                why: "bytes follow the last element of a list or map",
+            },
+            base + r.position(),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes a value without walking a collection's elements: for values the
+/// parser has validated already (the bin iterator).
+pub(crate) fn decode_head(ptype: u8, bytes: &[u8], base: usize) -> Result<Value<'_>, Error> {
+    let bad_size = || {
+        Error::at(
+            ErrorKind::BadValueSize {
+                ptype,
+                len: bytes.len(),
+            },
+            base,
+        )
+    };
+    let utf8 = |what| Error::at(ErrorKind::BadUtf8 { what }, base);
+    Ok(match ptype {
+        NULL if bytes.is_empty() => Value::Null,
+        NULL => return Err(bad_size()),
+        INTEGER => Value::Int(match *bytes {
+            [a, b, c, d, e, f, g, h] => i64::from_be_bytes([a, b, c, d, e, f, g, h]),
+            // Narrow integers are unsigned on the wire, as the server reads them.
+            [a, b, c, d] => i64::from(u32::from_be_bytes([a, b, c, d])),
+            [a, b] => i64::from(u16::from_be_bytes([a, b])),
+            [a] => i64::from(a),
+            _ => return Err(bad_size()),
+        }),
+        FLOAT => match *bytes {
+            [a, b, c, d, e, f, g, h] => Value::Float(f64::from_be_bytes([a, b, c, d, e, f, g, h])),
+            _ => return Err(bad_size()),
+        },
+        STRING => Value::Str(std::str::from_utf8(bytes).map_err(|_| utf8("string bin"))?),
+        BLOB | JAVA_BLOB..=ERLANG_BLOB => Value::Blob { ptype, bytes },
+        BOOL => match *bytes {
+            [b] => Value::Bool(b != 0),
+            _ => return Err(bad_size()),
+        },
+        HLL => Value::Hll(bytes),
+        LIST => {
+            let (items, order) = collection(bytes, base, |e| match e {
+                Elem::List { len, order } => Some((len, order)),
+                _ => None,
+            })?;
+            Value::List { order, items }
+        }
+        MAP => {
+            let (items, order) = collection(bytes, base, |e| match e {
+                Elem::Map { len, order } => Some((len, order)),
+                _ => None,
+            })?;
+            Value::Map { order, items }
+        }
+        GEOJSON => Value::Geo(geo(bytes, base)?),
+        _ => return Err(Error::at(ErrorKind::UnknownParticle(ptype), base)),
+    })
+}
+
+/// Reads a collection's header (and ext header) with `want` accepting only
+/// the expected kind.
+fn collection<O>(
+    bytes: &[u8],
+    base: usize,
+    want: impl Fn(Elem<'_>) -> Option<(u32, O)>,
+) -> Result<(Collection<'_>, O), Error> {
+    let mut r = Reader::with_base(bytes, base);
+    let head = r.next()?;
+    let Some((len, order)) = want(head) else {
+        return Err(Error::at(
+            ErrorKind::BadMsgpack {
+                why: "list/map bin does not start with an array/map header",
+            },
+            base,
+        ));
+    };
+    let body = r.rest();
+    Ok((
+        Collection {
+            raw: bytes,
+            body,
+            len,
+        },
+        order,
+    ))
+}
+
+/// GeoJSON: u8 flags, u16 cell count, the cells, then the JSON text.
+fn geo(bytes: &[u8], base: usize) -> Result<Geo<'_>, Error> {
+    let truncated = |need: usize| {
+        Error::at(
+            ErrorKind::Truncated {
+                what: "GeoJSON value",
+                need,
+                have: bytes.len(),
+            },
+            base,
+        )
+    };
+    let (&flags, rest) = bytes.split_first().ok_or_else(|| truncated(3))?;
+    let Some((n, rest)) = rest.split_first_chunk::<2>() else {
+        return Err(truncated(3));
+    };
+    let cells_len = usize::from(u16::from_be_bytes(*n)) * 8;
+    if rest.len() < cells_len {
+        return Err(truncated(3 + cells_len));
+    }
+    let (cells, json) = rest.split_at(cells_len);
+    let json = std::str::from_utf8(json).map_err(|_| {
+        Error::at(
+            ErrorKind::BadUtf8 {
+                what: "GeoJSON text",
+            },
+            base + 3 + cells_len,
+        )
+    })?;
+    Ok(Geo { flags, cells, json })
+}
