@@ -194,7 +194,12 @@ pub fn reload(shared: &Shared, path: &std::path::Path) -> bool {
                 .counters
                 .reloads_failed
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::error!("config reload refused, the running plan is kept: {errors}");
+            let all: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                "config reload refused, the running plan is kept: {}: {}",
+                path.display(),
+                all.join("; ")
+            );
             false
         }
     }
