@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use sluice_shards::stats::ShardStats;
 
 /// Upper bounds (seconds) of the latency buckets: 0.5 ms to XDR's 10 s
 /// ack deadline.
@@ -123,6 +124,69 @@ pub struct Snapshot {
     pub destinations: Vec<DestinationSnapshot>,
     /// XDR receive → ack.
     pub ack_latency: LatencySnapshot,
+}
+
+impl Snapshot {
+    /// Merges the shards' own counters (read with relaxed loads: a scrape
+    /// sees each counter at some recent point, not one instant).
+    pub fn from_shards(stats: &[Arc<ShardStats>]) -> Snapshot {
+        let mut s = Snapshot {
+            shards: stats.len(),
+            ..Snapshot::default()
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let gauge = |a: &AtomicU64| i64::try_from(load(a)).unwrap_or(i64::MAX);
+        for shard in stats {
+            s.records_received += load(&shard.records_received);
+            for (code, n) in [
+                (0u8, &shard.acked_ok),
+                (4, &shard.acked_parameter),
+                (11, &shard.acked_retry),
+            ] {
+                *s.acked.entry(code).or_default() += load(n);
+            }
+            s.skipped += load(&shard.skipped);
+            s.parse_errors += load(&shard.parse_errors);
+            s.encode_errors += load(&shard.encode_errors);
+            s.bytes_in += load(&shard.bytes_in);
+            s.bytes_out += load(&shard.bytes_out);
+            s.in_flight += gauge(&shard.in_flight);
+            s.sessions += gauge(&shard.sessions);
+            for d in shard.destinations() {
+                let i = match s.destinations.iter().position(|x| x.name == d.name) {
+                    Some(i) => i,
+                    None => {
+                        s.destinations.push(DestinationSnapshot {
+                            name: d.name.clone(),
+                            endpoints: d
+                                .endpoints
+                                .iter()
+                                .map(|e| EndpointSnapshot {
+                                    url: e.url.clone(),
+                                    healthy: false,
+                                })
+                                .collect(),
+                            ..Default::default()
+                        });
+                        s.destinations.len() - 1
+                    }
+                };
+                let m = &mut s.destinations[i];
+                // Index 0 of the shards' array counts statuses outside 1xx-5xx.
+                for (class, n) in m.responses.iter_mut().enumerate() {
+                    *n += load(&d.responses[class + 1]);
+                }
+                m.failures += load(&d.errors);
+                m.retries += load(&d.retries);
+                m.timeouts += load(&d.timeouts);
+                // An endpoint is healthy when any shard can use it.
+                for (e, seen) in d.endpoints.iter().zip(m.endpoints.iter_mut()) {
+                    seen.healthy |= load(&e.healthy) != 0;
+                }
+            }
+        }
+        s
+    }
 }
 
 /// Counters the control thread owns.
@@ -390,6 +454,32 @@ mod tests {
         m.merge(&l);
         assert_eq!(m.count, 6);
         assert_eq!(m.buckets[0], 2);
+    }
+
+    #[test]
+    fn shards_are_merged() {
+        let a = Arc::new(ShardStats::new(0));
+        let b = Arc::new(ShardStats::new(1));
+        a.records_received.store(5, Ordering::Relaxed);
+        b.records_received.store(7, Ordering::Relaxed);
+        a.count_ack(0);
+        b.count_ack(0);
+        b.count_ack(11);
+        b.sessions.store(2, Ordering::Relaxed);
+        let da = a.destination("es", &["http://a".into()]);
+        let db = b.destination("es", &["http://a".into()]);
+        da.count_status(200);
+        db.count_status(503);
+        db.count_status(204);
+        db.endpoints[0].healthy.store(1, Ordering::Relaxed);
+        let s = Snapshot::from_shards(&[a, b]);
+        assert_eq!(s.shards, 2);
+        assert_eq!(s.records_received, 12);
+        assert_eq!(s.acked, BTreeMap::from([(0, 2), (4, 0), (11, 1)]));
+        assert_eq!(s.sessions, 2);
+        assert_eq!(s.destinations.len(), 1);
+        assert_eq!(s.destinations[0].responses, [0, 2, 0, 0, 1]);
+        assert!(s.destinations[0].endpoints[0].healthy);
     }
 
     #[test]

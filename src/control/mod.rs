@@ -45,8 +45,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Ready: listening, and every routed destination has a healthy
-    /// endpoint (destinations without health checks count as healthy).
+    /// Ready: listening, and every routed destination that has health
+    /// checks has a healthy endpoint.
     pub fn readiness(&self) -> Result<(), String> {
         let snap = self.snapshot();
         if !snap.listening {
@@ -65,7 +65,13 @@ impl Shared {
         routed.sort_unstable();
         routed.dedup();
         for id in routed {
-            let Some(dest) = plan.destinations.get(id) else {
+            // Only the control thread's own checks decide readiness: a
+            // destination without `health-check` is taken on trust.
+            let Some(dest) = plan
+                .destinations
+                .get(id)
+                .filter(|d| d.health_check.is_some())
+            else {
                 continue;
             };
             let Some(seen) = snap.destinations.iter().find(|d| d.name == dest.name) else {

@@ -32,6 +32,9 @@ destinations:
   es:
     urls: [http://127.0.0.1:9/x]
     call-timeout: 1500
+    health-check:
+      healthy-threshold: 1
+      unhealthy-threshold: 1
 routing:
   mode: static-multi-destination
   destinations: [es]
@@ -116,17 +119,33 @@ fn manage_api_answers_health_ready_and_metrics() {
         s.destinations = vec![DestinationSnapshot {
             name: "es".into(),
             responses: [0, 40, 0, 0, 0],
+            // The shards' view; the control thread's checks replace it.
             endpoints: vec![EndpointSnapshot {
                 url: "http://127.0.0.1:9/x".into(),
-                healthy: false,
+                healthy: true,
             }],
             ..Default::default()
         }];
     }
+    assert_eq!(get(addr, "/ready").0, 200);
+    let plan = shared.current_plan();
+    let check = plan.destinations[0].health_check.clone().unwrap();
+    shared
+        .health
+        .record("es", "http://127.0.0.1:9/x", &check, false);
     let (status, body) = get(addr, "/ready");
     assert_eq!(status, 503);
     assert!(body.contains("`es` has no healthy endpoint"), "{body}");
-    plane.snapshot.lock().unwrap().destinations[0].endpoints[0].healthy = true;
+    let (_, text) = get(addr, "/metrics");
+    assert!(
+        text.contains(
+            "sluice_endpoint_healthy{destination=\"es\",endpoint=\"http://127.0.0.1:9/x\"} 0\n"
+        ),
+        "{text}"
+    );
+    shared
+        .health
+        .record("es", "http://127.0.0.1:9/x", &check, true);
     assert_eq!(get(addr, "/ready").0, 200);
 
     for path in ["/metrics", "/manage/rest/v1/prometheus"] {
