@@ -20,9 +20,10 @@ use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use base64::Engine as _;
 
-use super::cdt::{check_depth, next_elem, Elem, Reader};
+use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, SchemaError};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
+use crate::wire::msgpack::{Elem, Reader};
 
 /// The schema used when the config names none: the metadata record plus a
 /// map of every bin. Bin values are a union of the scalar types, arrays and

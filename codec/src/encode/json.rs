@@ -11,9 +11,10 @@
 
 use base64::Engine as _;
 
-use super::cdt::{check_depth, next_elem, Elem, Reader};
+use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, OutName};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
+use crate::wire::msgpack::{Elem, Reader};
 
 /// For each byte: 0 when it goes out as is, else the letter after `\`
 /// (`u` = `\u00XX`).

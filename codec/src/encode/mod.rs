@@ -10,7 +10,6 @@
 
 pub mod avro;
 pub mod bins;
-mod cdt;
 pub mod json;
 pub mod msgpack;
 
@@ -19,6 +18,25 @@ use std::sync::Arc;
 pub use bins::{BinPolicy, Case, Include, NameTransform, OutName};
 
 use crate::record::{Bin, Record};
+use crate::wire::msgpack::{Elem, Reader};
+
+/// The next element of a bin's list or map, errors naming the bin.
+pub(crate) fn next_elem<'a>(r: &mut Reader<'a>, bin: &str) -> Result<Elem<'a>, EncodeError> {
+    r.next().map_err(|source| EncodeError::BadCollection {
+        bin: bin.to_string(),
+        source,
+    })
+}
+
+/// Refuses nesting deeper than [`MAX_DEPTH`].
+pub(crate) fn check_depth(depth: usize, bin: &str) -> Result<(), EncodeError> {
+    if depth > MAX_DEPTH {
+        return Err(EncodeError::TooDeep {
+            bin: bin.to_string(),
+        });
+    }
+    Ok(())
+}
 
 /// Deepest nesting of lists and maps an encoder walks. Aerospike itself
 /// refuses deeper collections long before this; the bound keeps a hostile
@@ -43,12 +61,8 @@ pub enum EncodeError {
     BadGeoJson { bin: String, why: String },
     #[error("bin {bin:?}: collection nested deeper than {max} levels", max = MAX_DEPTH)]
     TooDeep { bin: String },
-    #[error("bin {bin:?}: malformed list/map value: {why} at offset {offset}")]
-    BadCollection {
-        bin: String,
-        why: &'static str,
-        offset: usize,
-    },
+    #[error("bin {bin:?}: malformed list/map value: {source}")]
+    BadCollection { bin: String, source: crate::Error },
     #[error("bin {bin:?}: a {what} cannot be a map key in this format")]
     BadMapKey { bin: String, what: &'static str },
     #[error("record does not fit the avro schema: {0}")]

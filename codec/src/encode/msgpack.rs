@@ -15,9 +15,10 @@
 
 use rmp::encode as mp;
 
-use super::cdt::{check_depth, next_elem, Elem, Reader};
+use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError};
 use crate::record::{Action, Bin, ListOrder, Record, UserKey, Value};
+use crate::wire::msgpack::{Elem, Reader};
 use crate::wire::particle;
 
 /// Writes to a `Vec` cannot fail; a length over u32 is the only real error.

@@ -1,0 +1,339 @@
+//! The encoders behind the real parser: frames written with
+//! `sluice_codec::build`, parsed with `wire::parse`, encoded, and the output
+//! read back by an independent reader (serde_json, rmpv, apache-avro).
+
+use serde_json::{json, Value as J};
+use sluice_codec::build::{compress, BinSpec, Elem, Key, Message, ValueSpec};
+use sluice_codec::encode::{avro, BinPolicy, EncodeError, Encoder, NameTransform};
+use sluice_codec::wire;
+use sluice_codec::{ListOrder, MapOrder};
+
+const LUT: u64 = 1_698_586_936_461;
+const RECEIVED: u64 = 1_700_000_000_999;
+
+fn encode_frame(enc: &Encoder, frame: &[u8], policy: &BinPolicy) -> Result<Vec<u8>, EncodeError> {
+    let mut scratch = Vec::new();
+    let rec = wire::parse(frame, &mut scratch, 1 << 20).unwrap();
+    let mut out = Vec::new();
+    enc.encode(&rec, policy, RECEIVED, &mut out)?;
+    Ok(out)
+}
+
+fn json_of(m: &Message) -> J {
+    let out = encode_frame(&Encoder::json(), &m.to_vec().unwrap(), &BinPolicy::all()).unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// XDR always sends a digest; a record without a key needs one given.
+fn with_digest(mut m: Message) -> Message {
+    if m.user_key.is_none() {
+        m.digest = Some([0x11; 20]);
+    }
+    m
+}
+
+fn write_msg(ns: &str, set: Option<&str>, key: Option<Key>, bins: Vec<BinSpec>) -> Message {
+    with_digest(Message::write_record(ns, set, key, bins))
+}
+
+fn s(x: &str) -> Elem {
+    Elem::Str(x.to_string())
+}
+
+fn every_type() -> Vec<BinSpec> {
+    vec![
+        BinSpec::new("i", ValueSpec::Int(i64::MIN)),
+        BinSpec::new("f", ValueSpec::Float(-0.125)),
+        BinSpec::new("s", ValueSpec::Str("tab\there \u{1}".to_string())),
+        BinSpec::new("t", ValueSpec::Bool(false)),
+        BinSpec::new(
+            "b",
+            ValueSpec::Blob {
+                ptype: 4,
+                bytes: vec![0xff, 0x00],
+            },
+        ),
+        BinSpec::new(
+            "j",
+            ValueSpec::Blob {
+                ptype: 7,
+                bytes: vec![0xac, 0xed],
+            },
+        ),
+        BinSpec::new("h", ValueSpec::Hll(vec![9, 8, 7])),
+        BinSpec::new("n", ValueSpec::Null),
+        BinSpec::new(
+            "ol",
+            ValueSpec::List {
+                order: ListOrder::Ordered,
+                persist_index: true,
+                items: vec![Elem::Int(1), Elem::Uint(u64::MAX), s("x")],
+            },
+        ),
+        BinSpec::new(
+            "im",
+            ValueSpec::Map {
+                order: MapOrder::Insertion,
+                persist_index: false,
+                entries: vec![
+                    (
+                        s("z"),
+                        Elem::List {
+                            order: ListOrder::Ordered,
+                            items: vec![Elem::Float(0.5)],
+                        },
+                    ),
+                    (
+                        Elem::Int(-3),
+                        Elem::Blob {
+                            ptype: 4,
+                            bytes: vec![1],
+                        },
+                    ),
+                    (
+                        Elem::Blob {
+                            ptype: 4,
+                            bytes: vec![0xfb],
+                        },
+                        Elem::Nil,
+                    ),
+                ],
+            },
+        ),
+        BinSpec::new(
+            "g",
+            ValueSpec::Geo {
+                flags: 0,
+                cells: vec![1, 2],
+                json: "{\"type\": \"Point\", \"coordinates\": [1, 2]}".to_string(),
+            },
+        ),
+    ]
+}
+
+#[test]
+fn json_of_every_particle_type_through_the_parser() {
+    let mut m = Message::write_record("ns", Some("set"), Some(Key::Str("k".into())), every_type())
+        .from_xdr(LUT);
+    m.generation = 77;
+    m.record_ttl = 3600;
+    m.bins[0].lut = Some(LUT - 5);
+    let digest = wire::field::digest(Some("set"), &sluice_codec::UserKey::Str("k"));
+    let b64 = |b: &[u8]| base64_std(b);
+    assert_eq!(
+        json_of(&m),
+        json!({
+            "msg": "write",
+            "key": ["ns", "set", b64(&digest), "k"],
+            "gen": 77, "exp": LUT / 1000 + 3600, "lut": LUT,
+            "bins": [
+                {"name": "i", "type": "int", "value": i64::MIN},
+                {"name": "f", "type": "float", "value": -0.125},
+                {"name": "s", "type": "str", "value": "tab\there \u{1}"},
+                {"name": "t", "type": "bool", "value": false},
+                {"name": "b", "type": "blob", "value": "/wA="},
+                {"name": "j", "type": "blob", "value": "rO0="},
+                {"name": "h", "type": "hll", "value": "CQgH"},
+                {"name": "n", "type": "null", "value": null},
+                {"name": "ol", "type": "list", "value": [1, u64::MAX, "x"], "ordered": true},
+                {"name": "im", "type": "map", "value": {"z": [0.5], "-3": "AQ==", "+w==": null}, "order": "insertion"},
+                {"name": "g", "type": "geojson", "value": {"type": "Point", "coordinates": [1, 2]}},
+            ]
+        })
+    );
+}
+
+/// Standard base64 with padding, written out here so the test does not use
+/// the code under test.
+fn base64_std(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn json_deletes_keys_sets_and_ttls() {
+    let d = Message::delete_record("ns", Some("set"), Some(Key::Int(7)), true).from_xdr(LUT);
+    let v = json_of(&d);
+    assert_eq!(v["msg"], json!("delete"));
+    assert_eq!(v["durable"], json!(true));
+    assert_eq!(v["lut"], json!(LUT));
+    assert_eq!(v["key"][3], json!(7));
+    assert_eq!(v.get("exp"), None);
+    assert_eq!(v.get("bins"), None);
+    let d = with_digest(Message::delete_record("ns", None, None, false));
+    let v = json_of(&d);
+    assert_eq!(v["durable"], json!(false));
+    assert_eq!(v["key"][1], json!(null));
+    assert_eq!(v["key"][3], json!(null));
+    assert_eq!(v["lut"], json!(0));
+
+    // An empty set field is no set; no LUT: exp from the time received.
+    let mut w = Message::write_record("ns", Some(""), Some(Key::Blob(vec![1, 2, 3])), vec![]);
+    w.record_ttl = 10;
+    let v = json_of(&w);
+    assert_eq!(v["key"][1], json!(null));
+    assert_eq!(v["key"][3], json!("AQID"));
+    assert_eq!(v["exp"], json!(RECEIVED / 1000 + 10));
+    assert_eq!(v["bins"], json!([]));
+    w.record_ttl = u32::MAX;
+    assert_eq!(json_of(&w)["exp"], json!(0));
+    w.record_ttl = 0;
+    assert_eq!(json_of(&w)["exp"], json!(0));
+}
+
+#[test]
+fn flat_json_through_the_parser() {
+    let m = Message::write_record(
+        "ns",
+        Some("set"),
+        Some(Key::Int(5)),
+        every_type()[..4].to_vec(),
+    )
+    .from_xdr(LUT);
+    let out = encode_frame(
+        &Encoder::flat_json("metadata"),
+        &m.to_vec().unwrap(),
+        &BinPolicy::all(),
+    )
+    .unwrap();
+    let v: J = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["metadata"]["userKey"], json!(5));
+    assert_eq!(v["metadata"]["msg"], json!("write"));
+    assert_eq!(v["i"], json!(i64::MIN));
+    assert_eq!(v["s"], json!("tab\there \u{1}"));
+    assert_eq!(v.as_object().map(|o| o.len()), Some(5));
+
+    let clash = write_msg(
+        "ns",
+        None,
+        None,
+        vec![BinSpec::new("metadata", ValueSpec::Int(1))],
+    );
+    let err = encode_frame(
+        &Encoder::flat_json("metadata"),
+        &clash.to_vec().unwrap(),
+        &BinPolicy::all(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, EncodeError::MetadataKeyCollision { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("metadata"), "{err}");
+}
+
+#[test]
+fn message_pack_through_the_parser() {
+    use rmpv::Value as V;
+    let m = write_msg("ns", Some("set"), None, every_type()[8..10].to_vec()).from_xdr(LUT);
+    let out = encode_frame(
+        &Encoder::message_pack(),
+        &m.to_vec().unwrap(),
+        &BinPolicy::all(),
+    )
+    .unwrap();
+    let v = rmpv::decode::read_value(&mut &out[..]).unwrap();
+    assert_eq!(v[0], V::from(1));
+    assert_eq!(v[1], V::from(1));
+    assert_eq!(v[2][0][1], V::from("set"));
+    assert_eq!(v[2][0][3], V::Nil);
+    assert_eq!(
+        v[2][4],
+        V::Array(vec![
+            V::Array(vec![
+                V::from("ol"),
+                V::from(20),
+                V::from(1),
+                V::Array(vec![V::from(1), V::from(u64::MAX), V::from("x")])
+            ]),
+            V::Array(vec![
+                V::from("im"),
+                V::from(19),
+                V::from(8),
+                V::Map(vec![
+                    (V::from("z"), V::Array(vec![V::F64(0.5)])),
+                    (V::from(-3), V::Ext(4, vec![1])),
+                    (V::Ext(4, vec![0xfb]), V::Nil),
+                ])
+            ]),
+        ])
+    );
+}
+
+#[test]
+fn avro_through_the_parser_and_mismatch() {
+    use apache_avro::types::Value as A;
+    let m = write_msg("ns", Some("set"), None, every_type()[..2].to_vec()).from_xdr(LUT);
+    let enc = Encoder::avro(avro::DEFAULT_SCHEMA, true).unwrap();
+    let out = encode_frame(&enc, &m.to_vec().unwrap(), &BinPolicy::all()).unwrap();
+    let schema = apache_avro::Schema::parse_str(avro::DEFAULT_SCHEMA).unwrap();
+    #[allow(deprecated)]
+    let v = apache_avro::from_avro_datum(&schema, &mut &out[..], None).unwrap();
+    let A::Record(f) = v else {
+        panic!("not a record")
+    };
+    let A::Map(bins) = &f[1].1 else {
+        panic!("bins")
+    };
+    assert_eq!(bins["i"], A::Union(2, Box::new(A::Long(i64::MIN))));
+    assert_eq!(bins["f"], A::Union(3, Box::new(A::Double(-0.125))));
+
+    let strict = r#"{"type":"record","name":"R","fields":[{"name":"i","type":"string"}]}"#;
+    let enc = Encoder::avro(strict, true).unwrap();
+    let only_i = BinPolicy::include(["i"]);
+    let err = encode_frame(&enc, &m.to_vec().unwrap(), &only_i).unwrap_err();
+    assert!(matches!(err, EncodeError::AvroMismatch(_)), "{err}");
+}
+
+#[test]
+fn xdr_is_the_inner_message_even_when_compressed() {
+    let m = write_msg(
+        "ns",
+        Some("set"),
+        None,
+        vec![BinSpec::new("s", ValueSpec::Str("x".repeat(500)))],
+    );
+    let frame = m.to_vec().unwrap();
+    assert_eq!(
+        encode_frame(&Encoder::xdr(), &frame, &BinPolicy::all()).unwrap(),
+        frame
+    );
+    let mut z = Vec::new();
+    compress(&frame, &mut z).unwrap();
+    assert_ne!(z, frame);
+    assert_eq!(
+        encode_frame(&Encoder::xdr(), &z, &BinPolicy::all()).unwrap(),
+        frame
+    );
+}
+
+#[test]
+fn bin_policy_through_the_parser() {
+    let m = write_msg("ns", None, None, every_type()[..4].to_vec());
+    let p = BinPolicy::all()
+        .exclude(["s"])
+        .rename("t", "Flag")
+        .transform(NameTransform::Uppercase);
+    let out = encode_frame(&Encoder::json(), &m.to_vec().unwrap(), &p).unwrap();
+    let v: J = serde_json::from_slice(&out).unwrap();
+    let names: Vec<_> = v["bins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("I"), json!("F"), json!("Flag")]);
+}
