@@ -11,12 +11,14 @@
 
 use std::io::Write;
 
-use crate::record::{ListOrder, MapOrder, UserKey};
+use crate::error::Error;
+use crate::record::{ListOrder, MapOrder, Record, UserKey, Value};
 use crate::wire::field;
 use crate::wire::frame::{PROTO_HEADER, VERSION};
 use crate::wire::header::{self, MsgHeader};
 use crate::wire::msgpack::{
-    LIST_ORDERED, MAP_KEY_ORDERED, MAP_KEY_VALUE_ORDERED, MAP_PRESERVE_ORDER, PERSIST_INDEX,
+    header_ext_flags, Elem as WireElem, Reader, LIST_ORDERED, MAP_KEY_ORDERED,
+    MAP_KEY_VALUE_ORDERED, MAP_PRESERVE_ORDER, PERSIST_INDEX,
 };
 use crate::wire::op::{FLAG_HAS_LUT, WRITE};
 use crate::wire::particle as p;
@@ -42,6 +44,8 @@ pub enum Key {
     Int(i64),
     Str(String),
     Blob(Vec<u8>),
+    /// Not a key type Aerospike allows; the parser accepts it (particle 2).
+    Float(f64),
 }
 
 impl Key {
@@ -51,6 +55,7 @@ impl Key {
             Key::Int(i) => UserKey::Int(*i),
             Key::Str(s) => UserKey::Str(s),
             Key::Blob(b) => UserKey::Blob(b),
+            Key::Float(f) => UserKey::Float(*f),
         }
     }
 }
@@ -269,6 +274,10 @@ impl Message {
         if let Some(set) = &self.set {
             write_field(out, field::SET, &[set.as_bytes()])?;
         }
+        // Field order as the official clients write it.
+        if let Some(d) = &digest {
+            write_field(out, field::DIGEST, &[d])?;
+        }
         if let Some(key) = &self.user_key {
             let k = key.as_user_key();
             let int;
@@ -277,13 +286,14 @@ impl Message {
                     int = i.to_be_bytes();
                     &int
                 }
+                Key::Float(f) => {
+                    int = f.to_be_bytes();
+                    &int
+                }
                 Key::Str(s) => s.as_bytes(),
                 Key::Blob(b) => b,
             };
             write_field(out, field::USER_KEY, &[&[k.particle_type()], bytes])?;
-        }
-        if let Some(d) = &digest {
-            write_field(out, field::DIGEST, &[d])?;
         }
         if let Some(lut) = self.lut {
             write_field(out, field::LUT, &[&lut.to_be_bytes()])?;
@@ -620,4 +630,133 @@ pub fn compress(frame: &[u8], out: &mut Vec<u8>) -> Result<(), BuildError> {
 /// the record digest the server computes.
 pub fn digest(set: Option<&str>, key: &Key) -> [u8; 20] {
     field::digest(set, &key.as_user_key())
+}
+
+impl Elem {
+    /// The owned form of the next whole value of `r` (nested values included).
+    pub fn read(r: &mut Reader<'_>) -> Result<Elem, Error> {
+        Ok(match r.next()? {
+            WireElem::Nil => Elem::Nil,
+            WireElem::Bool(b) => Elem::Bool(b),
+            WireElem::Int(i) => Elem::Int(i),
+            WireElem::Uint(u) => Elem::Uint(u),
+            WireElem::Float(f) => Elem::Float(f),
+            WireElem::Str(s) => Elem::Str(s.to_owned()),
+            WireElem::Blob { ptype, bytes } => Elem::Blob {
+                ptype,
+                bytes: bytes.to_vec(),
+            },
+            WireElem::Geo(s) => Elem::Geo(s.to_owned()),
+            WireElem::Ext { ty, data } => Elem::Ext {
+                ty,
+                data: data.to_vec(),
+            },
+            WireElem::List { len, order } => Elem::List {
+                order,
+                items: read_items(r, len)?,
+            },
+            WireElem::Map { len, order } => Elem::Map {
+                order,
+                entries: read_entries(r, len)?,
+            },
+        })
+    }
+}
+
+// Lengths come from validated input but are still untrusted: grow as
+// elements are actually read, never reserve by a declared count.
+fn read_items(r: &mut Reader<'_>, len: u32) -> Result<Vec<Elem>, Error> {
+    let mut items = Vec::new();
+    for _ in 0..len {
+        items.push(Elem::read(r)?);
+    }
+    Ok(items)
+}
+
+fn read_entries(r: &mut Reader<'_>, len: u32) -> Result<Vec<(Elem, Elem)>, Error> {
+    let mut entries = Vec::new();
+    for _ in 0..len {
+        let k = Elem::read(r)?;
+        entries.push((k, Elem::read(r)?));
+    }
+    Ok(entries)
+}
+
+impl ValueSpec {
+    /// The owned form of a parsed bin value (tests and tools compare
+    /// what they built with what the parser read). A narrow integer on the
+    /// wire comes back as `Int`; a collection's persisted-index payload is
+    /// not kept, only its flag.
+    pub fn from_value(v: &Value<'_>) -> Result<ValueSpec, Error> {
+        let persist = |raw: &[u8]| header_ext_flags(raw).is_some_and(|f| f & PERSIST_INDEX != 0);
+        Ok(match *v {
+            Value::Null => ValueSpec::Null,
+            Value::Int(i) => ValueSpec::Int(i),
+            Value::Float(f) => ValueSpec::Float(f),
+            Value::Str(s) => ValueSpec::Str(s.to_owned()),
+            Value::Bool(b) => ValueSpec::Bool(b),
+            Value::Blob { ptype, bytes } => ValueSpec::Blob {
+                ptype,
+                bytes: bytes.to_vec(),
+            },
+            Value::Hll(b) => ValueSpec::Hll(b.to_vec()),
+            Value::List { order, items } => ValueSpec::List {
+                order,
+                persist_index: persist(items.raw),
+                items: read_items(&mut Reader::new(items.body), items.len)?,
+            },
+            Value::Map { order, items } => ValueSpec::Map {
+                order,
+                persist_index: persist(items.raw),
+                entries: read_entries(&mut Reader::new(items.body), items.len)?,
+            },
+            Value::Geo(g) => ValueSpec::Geo {
+                flags: g.flags,
+                cells: g.cell_ids().collect(),
+                json: g.json.to_owned(),
+            },
+        })
+    }
+}
+
+impl Message {
+    /// The owned form of a parsed record. The digest is always `Some` (the
+    /// parser computes a missing one), the LUTs are the parser's Unix ms
+    /// (written back as such), an empty set field comes back as `None`, and
+    /// fields sluice ignores are not kept.
+    pub fn from_record(rec: &Record<'_>) -> Result<Message, Error> {
+        let h = MsgHeader::read(
+            rec.message.get(PROTO_HEADER..).unwrap_or_default(),
+            PROTO_HEADER,
+        )?;
+        let mut bins = Vec::with_capacity(rec.bins.len());
+        for b in rec.bins.iter() {
+            bins.push(BinSpec {
+                name: b.name.to_owned(),
+                lut: b.lut,
+                value: ValueSpec::from_value(&b.value)?,
+            });
+        }
+        Ok(Message {
+            info1: rec.info1,
+            info2: rec.info2,
+            info3: rec.info3,
+            generation: rec.generation,
+            record_ttl: rec.record_ttl,
+            transaction_ttl: h.transaction_ttl,
+            namespace: rec.namespace.to_owned(),
+            set: rec.set.map(str::to_owned),
+            user_key: match rec.user_key {
+                None => None,
+                Some(UserKey::Int(i)) => Some(Key::Int(i)),
+                Some(UserKey::Str(s)) => Some(Key::Str(s.to_owned())),
+                Some(UserKey::Blob(b)) => Some(Key::Blob(b.to_vec())),
+                Some(UserKey::Float(f)) => Some(Key::Float(f)),
+            },
+            digest: Some(rec.digest),
+            lut: rec.lut,
+            extra_fields: Vec::new(),
+            bins,
+        })
+    }
 }

@@ -331,3 +331,16 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 }
+
+/// The flags of the ext header leading a list or map value `raw` (the whole
+/// particle value), if it has one. Persisted-index payloads are skipped.
+pub fn header_ext_flags(raw: &[u8]) -> Option<u8> {
+    let mut r = Reader::new(raw);
+    match r.byte("collection header").ok()? {
+        0x90..=0x9f | 0x80..=0x8f => {}
+        0xdc | 0xde => r.take(2, "collection length").map(|_| ()).ok()?,
+        0xdd | 0xdf => r.take(4, "collection length").map(|_| ()).ok()?,
+        _ => return None,
+    }
+    r.ext_header().ok()?
+}
