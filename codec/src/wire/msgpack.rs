@@ -337,7 +337,7 @@ impl<'a> Reader<'a> {
 pub fn header_ext_flags(raw: &[u8]) -> Option<u8> {
     let mut r = Reader::new(raw);
     match r.byte("collection header").ok()? {
-        0x90..=0x9f | 0x80..=0x8f => {}
+        0x80..=0x9f => {}
         0xdc | 0xde => r.take(2, "collection length").map(|_| ()).ok()?,
         0xdd | 0xdf => r.take(4, "collection length").map(|_| ()).ok()?,
         _ => return None,
