@@ -2,6 +2,8 @@
 //! to what its label says, and agrees field by field with the decoded
 //! `.jsonl` beside it.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -24,7 +26,7 @@ fn vectors_dir() -> PathBuf {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
