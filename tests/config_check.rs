@@ -340,3 +340,122 @@ fn avro_schema_file_and_batch_framing() {
         "{err}"
     );
 }
+
+/// A CA and a server certificate made with the openssl CLI.
+fn make_pki(dir: &Dir) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+    ]);
+    dir.write("san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[test]
+fn tls_listener_and_https_destination() {
+    let dir = Dir::new("tls");
+    make_pki(&dir);
+    let text = "\
+service:
+  port: 4000
+  tls:
+    port: 4443
+    cert-file: server.pem
+    key-file: server.key
+    ca-file: ca.pem
+destinations:
+  secure:
+    urls: [https://localhost:8443/in]
+    tls:
+      ca-file: ca.pem
+routing:
+  mode: static-multi-destination
+  destinations: [secure]
+port-based-config:
+  4443:
+    routing:
+      mode: skip
+";
+    let (code, out, err) = check(&dir, text);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0.0.0.0:4443 (tls)"), "{out}");
+    assert!(
+        out.contains("[0] secure: HTTP_2 POST") && out.contains(" tls"),
+        "{out}"
+    );
+    assert!(out.contains("skip  <- port 4443"), "{out}");
+
+    // A key that does not belong to the certificate, a port that is not
+    // listened on, an https URL without a CA: each named with its line.
+    let bad = text
+        .replace("    key-file: server.key", "    key-file: ca.key")
+        .replace("  4443:\n", "  4444:\n")
+        .replace("    tls:\n      ca-file: ca.pem\n", "");
+    let (code, _, err) = check(&dir, &bad);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("line 5: service.tls.cert-file: certificate") && err.contains("ca.key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 10: destinations.secure.urls: https:// URLs need `tls.ca-file`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "line 15: port-based-config.4444: port 4444 is not one of the listening ports"
+        ),
+        "{err}"
+    );
+}
