@@ -1,0 +1,666 @@
+//! A destination's pool on one shard: its endpoints (URLs), their HTTP/2 or
+//! HTTP/1.1 connections, endpoint choice (least in flight among healthy
+//! endpoints), timeouts, gzip, and retries with backoff inside the record's
+//! deadline. Nothing here is shared with another shard.
+//!
+//! Health: an endpoint whose connection attempt fails is marked down for a
+//! backoff that doubles per consecutive failure (100 ms up to 5 s); a
+//! success marks it up. When every endpoint of a destination is down, its
+//! records fail at once (answered 11) instead of waiting.
+
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use http::{HeaderValue, Request};
+use http_body_util::{BodyExt, Full};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion};
+use crate::rt;
+use crate::stats::{DestinationStats, ShardStats};
+
+const DOWN_MIN: Duration = Duration::from_millis(100);
+const DOWN_MAX: Duration = Duration::from_secs(5);
+
+/// Why one attempt failed; decides whether it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("endpoint {url} answered status {status}")]
+    Status {
+        url: String,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("request to {url} timed out after {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("cannot connect to {url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("request to {url} failed: {why}")]
+    Request { url: String, why: String },
+    #[error("every endpoint of destination {name} is down")]
+    AllDown { name: String },
+}
+
+/// A destination's connections and state on one shard.
+pub struct Pool {
+    plan: DestinationPlan,
+    key: String,
+    endpoints: Vec<Endpoint>,
+    stats: Arc<DestinationStats>,
+    rng: Cell<u64>,
+}
+
+struct Endpoint {
+    plan: EndpointPlan,
+    uri: http::Uri,
+    host_header: HeaderValue,
+    in_flight: Cell<usize>,
+    down_until: Cell<Option<Instant>>,
+    failures: Cell<u32>,
+    /// HTTP/2: multiplexed connections, up to max-connections-per-endpoint.
+    h2: RefCell<Vec<H2Conn>>,
+    /// HTTP/1.1: idle keep-alive connections.
+    h1_idle: RefCell<Vec<H1Conn>>,
+    /// HTTP/1.1: one permit per connection allowed; HTTP/2: serialises
+    /// connection set-up.
+    slots: Rc<Semaphore>,
+    connect_lock: Rc<Semaphore>,
+}
+
+#[derive(Clone)]
+struct H2Conn {
+    send: h2::client::SendRequest<Bytes>,
+    born: Instant,
+    broken: Rc<Cell<bool>>,
+}
+
+struct H1Conn {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    born: Instant,
+}
+
+impl Pool {
+    /// The identity of a destination's settings: a reload keeps the pool of a
+    /// destination whose key did not change.
+    pub fn key_of(d: &DestinationPlan) -> String {
+        // Debug of the settings covers every field; TLS configs compare by
+        // pointer, so a reload that reloads certificates rebuilds the pool.
+        format!("{d:?}|{:?}", d.tls.as_ref().map(Arc::as_ptr))
+    }
+
+    pub fn new(plan: DestinationPlan, key: String, shard: &ShardStats) -> Self {
+        let urls: Vec<String> = plan.endpoints.iter().map(|e| e.url.clone()).collect();
+        let stats = shard.destination(&plan.name, &urls);
+        let conns = plan.max_connections_per_endpoint.max(1);
+        let endpoints = plan
+            .endpoints
+            .iter()
+            .map(|e| {
+                let scheme = if e.https { "https" } else { "http" };
+                let authority = if e.host.contains(':') {
+                    format!("[{}]:{}", e.host, e.port)
+                } else {
+                    format!("{}:{}", e.host, e.port)
+                };
+                let uri = format!("{scheme}://{authority}{}", e.path_and_query)
+                    .parse()
+                    .unwrap_or_else(|_| http::Uri::from_static("/"));
+                Endpoint {
+                    plan: e.clone(),
+                    uri,
+                    host_header: HeaderValue::from_str(&authority)
+                        .unwrap_or(HeaderValue::from_static("localhost")),
+                    in_flight: Cell::new(0),
+                    down_until: Cell::new(None),
+                    failures: Cell::new(0),
+                    h2: RefCell::new(Vec::new()),
+                    h1_idle: RefCell::new(Vec::new()),
+                    slots: Rc::new(Semaphore::new(conns as u64)),
+                    connect_lock: Rc::new(Semaphore::new(1)),
+                }
+            })
+            .collect();
+        for e in &stats.endpoints {
+            e.healthy.store(1, Relaxed);
+        }
+        Pool {
+            plan,
+            key,
+            endpoints,
+            stats,
+            rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (Instant::now().elapsed().as_nanos() as u64)),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    /// Delivers one body, retrying retryable failures with exponential
+    /// backoff and full jitter while the record's deadline allows. True when
+    /// an endpoint accepted it.
+    pub async fn deliver(
+        &self,
+        body: Bytes,
+        content_type: &'static str,
+        deadline: Instant,
+    ) -> bool {
+        let (body, gzip) = self.compress(body);
+        self.stats.bytes_out.fetch_add(body.len() as u64, Relaxed);
+        let retry = &self.plan.retry;
+        let attempts = retry.max_attempts.max(1);
+        for attempt in 0..attempts {
+            let err = match self.attempt(&body, gzip, content_type, deadline).await {
+                Ok(()) => {
+                    self.stats.delivered.fetch_add(1, Relaxed);
+                    return true;
+                }
+                Err(e) => e,
+            };
+            tracing::debug!(destination = %self.plan.name, attempt, error = %err, "delivery attempt failed");
+            let retryable = match &err {
+                AttemptError::Status { status, .. } => retry.retry_statuses.contains(*status),
+                AttemptError::AllDown { .. } => false,
+                _ => true,
+            };
+            if !retryable || attempt + 1 == attempts {
+                break;
+            }
+            let cap = retry
+                .initial_backoff
+                .saturating_mul(1u32 << attempt.min(16))
+                .min(retry.max_backoff);
+            let mut wait = self.jitter(cap);
+            if let AttemptError::Status {
+                retry_after: Some(ra),
+                ..
+            } = err
+            {
+                wait = wait.max(ra);
+            }
+            if Instant::now() + wait >= deadline {
+                break;
+            }
+            self.stats.retries.fetch_add(1, Relaxed);
+            glommio::timer::sleep(wait).await;
+        }
+        self.stats.failed.fetch_add(1, Relaxed);
+        false
+    }
+
+    fn compress(&self, body: Bytes) -> (Bytes, bool) {
+        match self.plan.gzip_threshold {
+            Some(t) if body.len() >= t => {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(body.len() / 2 + 32),
+                    flate2::Compression::fast(),
+                );
+                match enc.write_all(&body).and_then(|()| enc.finish()) {
+                    Ok(v) => (Bytes::from(v), true),
+                    Err(_) => (body, false),
+                }
+            }
+            _ => (body, false),
+        }
+    }
+
+    fn jitter(&self, cap: Duration) -> Duration {
+        // xorshift64: full jitter needs spread, not cryptographic quality.
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        let nanos = cap.as_nanos() as u64;
+        if nanos == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(x % nanos)
+        }
+    }
+
+    /// Least in flight among endpoints not marked down.
+    fn pick(&self) -> Option<usize> {
+        let now = Instant::now();
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.down_until.get().is_none_or(|t| t <= now))
+            .min_by_key(|(_, e)| e.in_flight.get())
+            .map(|(i, _)| i)
+    }
+
+    async fn attempt(
+        &self,
+        body: &Bytes,
+        gzip: bool,
+        content_type: &'static str,
+        deadline: Instant,
+    ) -> Result<(), AttemptError> {
+        let Some(i) = self.pick() else {
+            return Err(AttemptError::AllDown {
+                name: self.plan.name.clone(),
+            });
+        };
+        let ep = &self.endpoints[i];
+        let ep_stats = self.stats.endpoints.get(i);
+        ep.in_flight.set(ep.in_flight.get() + 1);
+        if let Some(s) = ep_stats {
+            s.in_flight.fetch_add(1, Relaxed);
+        }
+        let timeout = self
+            .plan
+            .call_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let req = self.request(ep, body, gzip, content_type);
+        let call = async {
+            match self.plan.version {
+                HttpVersion::Http2 => self.send_h2(i, req, body.clone()).await,
+                HttpVersion::Http1 => self.send_h1(i, req, body.clone()).await,
+            }
+        };
+        let result = futures_lite::future::or(async { Some(call.await) }, async {
+            glommio::timer::sleep(timeout).await;
+            None
+        })
+        .await;
+        ep.in_flight.set(ep.in_flight.get() - 1);
+        if let Some(s) = ep_stats {
+            s.in_flight.fetch_sub(1, Relaxed);
+        }
+        let (status, retry_after) = match result {
+            None => {
+                self.stats.timeouts.fetch_add(1, Relaxed);
+                return Err(AttemptError::Timeout {
+                    url: ep.plan.url.clone(),
+                    after: timeout,
+                });
+            }
+            Some(Err(e)) => {
+                if !matches!(e, AttemptError::Connect { .. }) {
+                    self.stats.errors.fetch_add(1, Relaxed);
+                }
+                return Err(e);
+            }
+            Some(Ok(s)) => s,
+        };
+        self.stats.count_status(status);
+        if self.plan.success.contains(status) {
+            Ok(())
+        } else {
+            Err(AttemptError::Status {
+                url: ep.plan.url.clone(),
+                status,
+                retry_after,
+            })
+        }
+    }
+
+    fn request(
+        &self,
+        ep: &Endpoint,
+        body: &Bytes,
+        gzip: bool,
+        content_type: &'static str,
+    ) -> Request<()> {
+        let mut req = Request::new(());
+        *req.method_mut() = self.plan.method.clone();
+        *req.uri_mut() = match self.plan.version {
+            HttpVersion::Http2 => ep.uri.clone(),
+            HttpVersion::Http1 => ep
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .parse()
+                .unwrap_or_else(|_| http::Uri::from_static("/")),
+        };
+        let h = req.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
+        if gzip {
+            h.insert(
+                http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+        }
+        if self.plan.version == HttpVersion::Http1 {
+            h.insert(http::header::HOST, ep.host_header.clone());
+            h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        for (k, v) in &self.plan.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        req
+    }
+
+    async fn send_h2(
+        &self,
+        i: usize,
+        req: Request<()>,
+        body: Bytes,
+    ) -> Result<(u16, Option<Duration>), AttemptError> {
+        let ep = &self.endpoints[i];
+        let url = || ep.plan.url.clone();
+        let conn = self.h2_conn(i).await?;
+        let mut send = conn.send.clone();
+        let fail = |e: h2::Error| AttemptError::Request {
+            url: url(),
+            why: e.to_string(),
+        };
+        send = send.ready().await.map_err(|e| {
+            conn.broken.set(true);
+            fail(e)
+        })?;
+        let empty = body.is_empty();
+        let (resp, mut stream) = send.send_request(req, empty).map_err(|e| {
+            conn.broken.set(true);
+            fail(e)
+        })?;
+        if !empty {
+            stream.send_data(body, true).map_err(fail)?;
+        }
+        let resp = resp.await.map_err(fail)?;
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers());
+        let mut rbody = resp.into_body();
+        while let Some(chunk) = rbody.data().await {
+            let chunk = chunk.map_err(fail)?;
+            let _ = rbody.flow_control().release_capacity(chunk.len());
+        }
+        Ok((status, retry_after))
+    }
+
+    /// A usable HTTP/2 connection: the least-loaded existing one while the
+    /// endpoint is at its connection limit, else a new one.
+    async fn h2_conn(&self, i: usize) -> Result<H2Conn, AttemptError> {
+        let ep = &self.endpoints[i];
+        let max = self.plan.max_connections_per_endpoint.max(1);
+        loop {
+            {
+                let ttl = self.plan.connection_ttl;
+                let mut conns = ep.h2.borrow_mut();
+                conns.retain(|c| !c.broken.get() && ttl.is_none_or(|t| c.born.elapsed() < t));
+                if conns.len() >= max || (!conns.is_empty() && ep.connect_lock.available() == 0) {
+                    // Round-robin: rotate so streams spread over connections.
+                    conns.rotate_left(1);
+                    if let Some(c) = conns.first() {
+                        return Ok(c.clone());
+                    }
+                }
+            }
+            let Ok(_lock) = ep.connect_lock.acquire_permit(1).await else {
+                return Err(AttemptError::Connect {
+                    url: ep.plan.url.clone(),
+                    why: "pool closed".into(),
+                });
+            };
+            if ep.h2.borrow().len() >= max {
+                continue;
+            }
+            let conn = self.connect_h2(i).await?;
+            ep.h2.borrow_mut().push(conn.clone());
+            return Ok(conn);
+        }
+    }
+
+    async fn connect_h2(&self, i: usize) -> Result<H2Conn, AttemptError> {
+        let ep = &self.endpoints[i];
+        let broken = Rc::new(Cell::new(false));
+        let mut builder = h2::client::Builder::new();
+        builder.initial_window_size(1 << 20);
+        let send = match self.connect_stream(i).await? {
+            Stream::Plain(tcp) => {
+                let (send, conn) = builder.handshake(tcp.compat()).await.map_err(|e| {
+                    self.mark_down(i);
+                    connect_err(ep, e)
+                })?;
+                spawn_conn(conn, broken.clone(), ep.plan.url.clone());
+                send
+            }
+            Stream::Tls(tls) => {
+                let (send, conn) = builder.handshake(tls.compat()).await.map_err(|e| {
+                    self.mark_down(i);
+                    connect_err(ep, e)
+                })?;
+                spawn_conn(conn, broken.clone(), ep.plan.url.clone());
+                send
+            }
+        };
+        Ok(H2Conn {
+            send,
+            born: Instant::now(),
+            broken,
+        })
+    }
+
+    async fn send_h1(
+        &self,
+        i: usize,
+        req: Request<()>,
+        body: Bytes,
+    ) -> Result<(u16, Option<Duration>), AttemptError> {
+        let ep = &self.endpoints[i];
+        let fail = |e: hyper::Error| AttemptError::Request {
+            url: ep.plan.url.clone(),
+            why: e.to_string(),
+        };
+        let Ok(_slot) = ep.slots.acquire_permit(1).await else {
+            return Err(AttemptError::Connect {
+                url: ep.plan.url.clone(),
+                why: "pool closed".into(),
+            });
+        };
+        let ttl = self.plan.connection_ttl;
+        let idle = {
+            let mut idle = ep.h1_idle.borrow_mut();
+            idle.retain(|c| !c.send.is_closed() && ttl.is_none_or(|t| c.born.elapsed() < t));
+            idle.pop()
+        };
+        let mut conn = match idle {
+            Some(c) => c,
+            None => self.connect_h1(i).await?,
+        };
+        conn.send.ready().await.map_err(fail)?;
+        let (parts, ()) = req.into_parts();
+        let resp = conn
+            .send
+            .send_request(Request::from_parts(parts, Full::new(body)))
+            .await
+            .map_err(fail)?;
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers());
+        let keep = !resp
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        resp.into_body().collect().await.map_err(fail)?;
+        if keep {
+            ep.h1_idle.borrow_mut().push(conn);
+        }
+        Ok((status, retry_after))
+    }
+
+    async fn connect_h1(&self, i: usize) -> Result<H1Conn, AttemptError> {
+        let ep = &self.endpoints[i];
+        let url = ep.plan.url.clone();
+        let send = match self.connect_stream(i).await? {
+            Stream::Plain(tcp) => {
+                let (send, conn) = hyper::client::conn::http1::handshake(rt::HyperIo(tcp))
+                    .await
+                    .map_err(|e| connect_err(ep, e))?;
+                glommio::spawn_local(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%url, error = %e, "HTTP/1.1 connection ended");
+                    }
+                })
+                .detach();
+                send
+            }
+            Stream::Tls(tls) => {
+                let (send, conn) = hyper::client::conn::http1::handshake(rt::HyperIo(tls))
+                    .await
+                    .map_err(|e| connect_err(ep, e))?;
+                glommio::spawn_local(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%url, error = %e, "HTTP/1.1 connection ended");
+                    }
+                })
+                .detach();
+                send
+            }
+        };
+        Ok(H1Conn {
+            send,
+            born: Instant::now(),
+        })
+    }
+
+    /// TCP (TCP_NODELAY set), then TLS for `https://` endpoints.
+    async fn connect_stream(&self, i: usize) -> Result<Stream, AttemptError> {
+        let ep = &self.endpoints[i];
+        let stats = self.stats.endpoints.get(i);
+        if let Some(s) = stats {
+            s.connects.fetch_add(1, Relaxed);
+        }
+        let result = self.connect_stream_inner(ep).await;
+        match &result {
+            Ok(_) => {
+                ep.failures.set(0);
+                ep.down_until.set(None);
+                if let Some(s) = stats {
+                    s.healthy.store(1, Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(destination = %self.plan.name, error = %e, "endpoint connect failed");
+                self.mark_down(i);
+            }
+        }
+        result
+    }
+
+    async fn connect_stream_inner(&self, ep: &Endpoint) -> Result<Stream, AttemptError> {
+        let addr = resolve(&ep.plan).map_err(|why| AttemptError::Connect {
+            url: ep.plan.url.clone(),
+            why,
+        })?;
+        let tcp = rt::connect(addr, self.plan.connect_timeout)
+            .await
+            .map_err(|e| connect_err(ep, e))?;
+        if !ep.plan.https {
+            return Ok(Stream::Plain(tcp));
+        }
+        let Some(cfg) = self.plan.tls.clone() else {
+            return Err(AttemptError::Connect {
+                url: ep.plan.url.clone(),
+                why: "https endpoint without a TLS configuration".into(),
+            });
+        };
+        let name = self
+            .plan
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| ep.plan.host.clone());
+        let server_name = rustls_pki_types::ServerName::try_from(name)
+            .map_err(|e| connect_err(ep, format!("bad TLS server name: {e}")))?;
+        let handshake = futures_rustls::TlsConnector::from(cfg).connect(server_name, tcp);
+        let tls = futures_lite::future::or(async { Some(handshake.await) }, async {
+            glommio::timer::sleep(self.plan.connect_timeout.max(Duration::from_millis(1))).await;
+            None
+        })
+        .await
+        .ok_or_else(|| connect_err(ep, "TLS handshake timed out"))?
+        .map_err(|e| connect_err(ep, format!("TLS handshake failed: {e}")))?;
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    fn mark_down(&self, i: usize) {
+        let ep = &self.endpoints[i];
+        let f = ep.failures.get().saturating_add(1);
+        ep.failures.set(f);
+        let wait = DOWN_MIN
+            .saturating_mul(1u32 << (f - 1).min(10))
+            .min(DOWN_MAX);
+        ep.down_until.set(Some(Instant::now() + wait));
+        if let Some(s) = self.stats.endpoints.get(i) {
+            s.healthy.store(0, Relaxed);
+            s.connect_errors.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+enum Stream {
+    Plain(glommio::net::TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<glommio::net::TcpStream>>),
+}
+
+fn connect_err(ep: &Endpoint, e: impl std::fmt::Display) -> AttemptError {
+    AttemptError::Connect {
+        url: ep.plan.url.clone(),
+        why: e.to_string(),
+    }
+}
+
+fn spawn_conn<T>(conn: h2::client::Connection<T, Bytes>, broken: Rc<Cell<bool>>, url: String)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    glommio::spawn_local(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%url, error = %e, "HTTP/2 connection ended");
+        }
+        broken.set(true);
+    })
+    .detach();
+}
+
+/// Resolves once per connection attempt (endpoints are usually IPs or names
+/// in /etc/hosts; a blocking lookup is short and rare).
+fn resolve(ep: &EndpointPlan) -> Result<SocketAddr, String> {
+    if let Ok(ip) = ep.host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, ep.port));
+    }
+    (ep.host.as_str(), ep.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", ep.host))
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not honoured).
+fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
+    let v = h.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_are_read() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static(" 3 "));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+}

@@ -1,0 +1,344 @@
+//! The glommio glue: everything that lets hyper, h2 and rustls run on a
+//! glommio executor, in one place.
+//!
+//! hyper hides its runtime behind three small traits (`rt::Read`/`rt::Write`,
+//! `rt::Executor`, `rt::Timer`); glommio speaks futures-io and runs `!Send`
+//! tasks on the current thread. [`HyperIo`] bridges the IO traits,
+//! [`LocalExec`] spawns hyper's background tasks on the shard's executor,
+//! and [`GlommioTimer`] gives hyper a timer. h2 wants tokio's IO traits
+//! instead: `tokio_util::compat::FuturesAsyncReadCompatExt::compat(stream)`
+//! provides them without a tokio runtime. [`connect`], [`executor_builder`]
+//! and [`probe_io_uring`] are the small start-up helpers every part shares.
+
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+
+/// Adapts a futures-io stream (a glommio `TcpStream`, a futures-rustls
+/// stream) to hyper's `rt::Read` + `rt::Write`.
+#[derive(Debug)]
+pub struct HyperIo<T>(pub T);
+
+/// Bytes copied through the stack per `poll_read` when hyper's buffer is
+/// uninitialised: reading straight into it would need `unsafe`, which the
+/// workspace denies; HTTP/1.1 responses here are small.
+const READ_CHUNK: usize = 8 * 1024;
+
+impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let want = buf.remaining().min(READ_CHUNK);
+        match Pin::new(&mut self.0).poll_read(cx, &mut chunk[..want]) {
+            Poll::Ready(Ok(n)) => {
+                buf.put_slice(&chunk[..n]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// hyper's executor: background tasks run on the current shard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, fut: F) {
+        glommio::spawn_local(fut).detach();
+    }
+}
+
+/// hyper's timer. hyper requires `Send + Sync` sleeps, which glommio's
+/// `Rc`-based timers are not, so sleeps handed to hyper are served by one
+/// process-wide timer thread. Only hyper's own timeouts (header reads on a
+/// server, keep-alive) use it; the data plane's timers are glommio's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlommioTimer;
+
+impl hyper::rt::Timer for GlommioTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(ThreadSleep::new(Instant::now() + duration))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(ThreadSleep::new(deadline))
+    }
+}
+
+struct ThreadSleep {
+    deadline: Instant,
+}
+
+impl ThreadSleep {
+    fn new(deadline: Instant) -> Self {
+        ThreadSleep { deadline }
+    }
+}
+
+impl Future for ThreadSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        // Every pending poll registers its waker: a spurious wake costs one
+        // heap entry, and the deadline check above makes extra wakes harmless.
+        timer_thread().add(self.deadline, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl hyper::rt::Sleep for ThreadSleep {}
+
+struct Wakeup {
+    at: Instant,
+    waker: Waker,
+}
+
+impl PartialEq for Wakeup {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Wakeup {}
+impl PartialOrd for Wakeup {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Wakeup {
+    // Reversed: the BinaryHeap pops the earliest deadline first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+struct TimerThread {
+    heap: Mutex<BinaryHeap<Wakeup>>,
+    changed: Condvar,
+}
+
+impl TimerThread {
+    fn add(&self, at: Instant, waker: Waker) {
+        let mut heap = match self.heap.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        heap.push(Wakeup { at, waker });
+        self.changed.notify_one();
+    }
+
+    fn run(&self) {
+        let mut heap = match self.heap.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        loop {
+            let now = Instant::now();
+            while heap.peek().is_some_and(|w| w.at <= now) {
+                if let Some(w) = heap.pop() {
+                    w.waker.wake();
+                }
+            }
+            let wait = heap
+                .peek()
+                .map(|w| w.at.saturating_duration_since(now))
+                .unwrap_or(Duration::from_secs(3600));
+            heap = match self.changed.wait_timeout(heap, wait) {
+                Ok((h, _)) => h,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+fn timer_thread() -> &'static Arc<TimerThread> {
+    static TIMER: OnceLock<Arc<TimerThread>> = OnceLock::new();
+    TIMER.get_or_init(|| {
+        let t = Arc::new(TimerThread {
+            heap: Mutex::new(BinaryHeap::new()),
+            changed: Condvar::new(),
+        });
+        let runner = t.clone();
+        // If the thread cannot start, sleeps still end on their next poll.
+        let _ = std::thread::Builder::new()
+            .name("sluice-hyper-timer".into())
+            .spawn(move || runner.run());
+        t
+    })
+}
+
+/// Connects with a timeout and sets TCP_NODELAY (before any TLS handshake:
+/// requests and acks are small and must not wait for Nagle).
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<glommio::net::TcpStream> {
+    let timeout = timeout.max(Duration::from_millis(1));
+    let stream = glommio::net::TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(io::Error::from)?;
+    stream.set_nodelay(true).map_err(io::Error::from)?;
+    Ok(stream)
+}
+
+/// A glommio executor builder with a small io_memory (its registered buffers
+/// serve only file I/O, and `ulimit -l` is often small), pinned to `cpu`
+/// when given.
+pub fn executor_builder(cpu: Option<usize>, name: &str) -> glommio::LocalExecutorBuilder {
+    let placement = match cpu {
+        Some(cpu) => glommio::Placement::Fixed(cpu),
+        None => glommio::Placement::Unbound,
+    };
+    glommio::LocalExecutorBuilder::new(placement)
+        .name(name)
+        .io_memory(1 << 20)
+}
+
+/// Checks that io_uring can be used here, and says plainly what is missing
+/// when it cannot (a container's seccomp profile, an old kernel, a sysctl).
+pub fn probe_io_uring() -> Result<(), String> {
+    use io_uring::opcode;
+    let ring = io_uring::IoUring::new(8).map_err(|e| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM) => {
+                "io_uring is blocked: a seccomp profile (Docker's default blocks io_uring_setup) \
+                 or the sysctl kernel.io_uring_disabled forbids it; run with a seccomp profile \
+                 that allows io_uring_setup, io_uring_enter and io_uring_register"
+            }
+            Some(libc::ENOSYS) => {
+                "io_uring is not available: the kernel is older than 5.1 or was built without \
+                 io_uring (sluice needs Linux 5.8 or later)"
+            }
+            Some(libc::ENOMEM) => {
+                "io_uring could not lock memory: raise the memlock limit (ulimit -l)"
+            }
+            _ => "io_uring_setup failed",
+        };
+        format!("{hint} ({e})")
+    })?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("io_uring probe failed: the kernel is too old for sluice ({e})"))?;
+    let needed = [
+        (opcode::Accept::CODE, "accept"),
+        (opcode::Connect::CODE, "connect"),
+        (opcode::Recv::CODE, "recv"),
+        (opcode::Send::CODE, "send"),
+        (opcode::Timeout::CODE, "timeout"),
+        (opcode::LinkTimeout::CODE, "link-timeout"),
+        (opcode::AsyncCancel::CODE, "async-cancel"),
+    ];
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(code, _)| !probe.is_supported(*code))
+        .map(|(_, name)| *name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "io_uring lacks operations sluice needs: {} (Linux 5.8 or later is required)",
+            missing.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_reports_ok_or_a_reason() {
+        match probe_io_uring() {
+            Ok(()) => {}
+            Err(why) => assert!(why.contains("io_uring"), "{why}"),
+        }
+    }
+
+    #[test]
+    fn connect_and_hyper_io_roundtrip() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        });
+        let ex = executor_builder(None, "rt-test").make().unwrap();
+        let got = ex.run(async move {
+            let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+            let mut io = HyperIo(stream);
+            std::future::poll_fn(|cx| {
+                hyper::rt::Write::poll_write(Pin::new(&mut io), cx, b"hello")
+            })
+            .await
+            .unwrap();
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 16];
+            let mut rb = hyper::rt::ReadBuf::uninit(&mut buf);
+            let mut total = 0;
+            while total < 5 {
+                std::future::poll_fn(|cx| {
+                    hyper::rt::Read::poll_read(Pin::new(&mut io), cx, rb.unfilled())
+                })
+                .await
+                .unwrap();
+                total = rb.filled().len();
+            }
+            rb.filled().to_vec()
+        });
+        server.join().unwrap();
+        assert_eq!(got, b"hello");
+    }
+
+    #[test]
+    fn timer_sleep_ends_after_deadline() {
+        use hyper::rt::Timer;
+        let ex = executor_builder(None, "rt-timer").make().unwrap();
+        let start = Instant::now();
+        ex.run(async { GlommioTimer.sleep(Duration::from_millis(20)).await });
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,355 @@
+//! One XDR session (one connection), on one shard: DESIGN.md's hot path,
+//! top to bottom — read, parse, route, encode, deliver, ack.
+//!
+//! The reader (this module's [`run`]) cuts frames in place out of one
+//! preallocated buffer and starts a delivery task per record; the writer
+//! task sends decided acks in arrival order, every ready ack in one write.
+//! Backpressure: a record needs a permit of the shard's share of
+//! `max-concurrent-records`; without one the reader stops reading and TCP
+//! pushes back to XDR.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use sluice_codec::ack;
+use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
+
+use crate::ackq::{AckQueue, Seq, SharedAcks};
+use crate::plan::RouteAction;
+use crate::shard::{ShardCtx, ShardPlan};
+
+/// Initial read buffer; it grows only for a frame larger than it.
+const READ_BUF: usize = 64 * 1024;
+/// Every ack is decided this long after its request arrived (XDR gives up
+/// after 10 s and resends).
+pub const RECORD_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Serves one XDR connection until it closes, fails to frame, or the shard
+/// stops.
+pub async fn run<S>(stream: S, port: u16, peer: Option<SocketAddr>, ctx: Rc<ShardCtx>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    ctx.stats.sessions.fetch_add(1, Relaxed);
+    ctx.stats.sessions_total.fetch_add(1, Relaxed);
+    let (reader, writer) = futures_lite::io::split(stream);
+    let acks = AckQueue::shared();
+    let write_task = glommio::spawn_local(write_acks(writer, acks.clone(), ctx.clone()));
+    let mut session = Session {
+        ctx: ctx.clone(),
+        port,
+        peer,
+        acks: acks.clone(),
+        scratch: Vec::new(),
+    };
+    futures_lite::future::or(session.read_loop(reader), async {
+        ctx.stopping.wait().await;
+    })
+    .await;
+    // No more requests: once every slot is decided and written, close.
+    acks.borrow_mut().close();
+    futures_lite::future::or(write_task, async {
+        ctx.expired.wait().await;
+        acks.borrow_mut().decide_all_pending(ack::UNAVAILABLE);
+        futures_lite::future::pending::<()>().await
+    })
+    .await;
+    ctx.stats.sessions.fetch_sub(1, Relaxed);
+}
+
+struct Session {
+    ctx: Rc<ShardCtx>,
+    port: u16,
+    peer: Option<SocketAddr>,
+    acks: SharedAcks,
+    /// Inflated compressed frames.
+    scratch: Vec<u8>,
+}
+
+impl Session {
+    /// Step 1 — read: bytes land in one buffer; frames are cut in place.
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R) {
+        let max_body = self.ctx.plan().plan.service.max_message_bytes;
+        let mut buf = vec![0u8; READ_BUF];
+        let (mut start, mut end) = (0usize, 0usize);
+        loop {
+            while start < end {
+                match wire::frame::cut(&buf[start..end], max_body) {
+                    Ok(Some(frame)) => {
+                        let len = frame.bytes.len();
+                        self.on_frame(frame.ty, frame.bytes).await;
+                        start += len;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.ctx.stats.frames_rejected.fetch_add(1, Relaxed);
+                        tracing::warn!(shard = self.ctx.index, port = self.port, peer = ?self.peer,
+                            error = %e, "XDR bytes cannot be framed; closing this connection");
+                        return;
+                    }
+                }
+            }
+            // Keep the partial frame at the front, and make room for all of it.
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            let need = frame_len(&buf[..end]).unwrap_or(0).max(READ_BUF);
+            if need > buf.len() {
+                buf.resize(need, 0);
+            } else if buf.len() > READ_BUF && end <= READ_BUF && need == READ_BUF {
+                // A large frame passed: give the memory back.
+                buf.truncate(READ_BUF);
+                buf.shrink_to_fit();
+            }
+            let n = match reader.read(&mut buf[end..]).await {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(shard = self.ctx.index, peer = ?self.peer, error = %e,
+                        "XDR connection read failed");
+                    return;
+                }
+            };
+            self.ctx.stats.bytes_in.fetch_add(n as u64, Relaxed);
+            end += n;
+        }
+    }
+
+    /// Steps 2–5 for one frame; the record's ack slot is reserved here, so
+    /// acks keep arrival order whatever order deliveries finish in.
+    async fn on_frame(&mut self, ty: FrameType, frame: &[u8]) {
+        match ty {
+            FrameType::Message | FrameType::Compressed => {}
+            FrameType::Info => {
+                self.ctx.stats.info_frames.fetch_add(1, Relaxed);
+                self.acks.borrow_mut().push_info();
+                return;
+            }
+            FrameType::Security => {
+                // Connector DCs are never sent logins; answer like an info
+                // request rather than leaving XDR waiting.
+                self.ctx.stats.info_frames.fetch_add(1, Relaxed);
+                self.acks.borrow_mut().push_info();
+                return;
+            }
+        }
+        let stats = &self.ctx.stats;
+        stats.records_received.fetch_add(1, Relaxed);
+        // Backpressure: wait for room before taking the record on.
+        let Ok(permit) = self.ctx.permits.acquire_static_permit(1).await else {
+            return;
+        };
+        stats.in_flight.fetch_add(1, Relaxed);
+        let received = Instant::now();
+        let seq = self
+            .acks
+            .borrow_mut()
+            .push(wire::header::generation_of(frame));
+        let plan = self.ctx.plan();
+        match self.prepare(&plan, frame) {
+            Prepared::Answer(result) => {
+                self.decide(seq, result);
+                drop(permit);
+            }
+            Prepared::Deliver {
+                body,
+                content_type,
+                destinations,
+            } => {
+                let acks = self.acks.clone();
+                let ctx = self.ctx.clone();
+                glommio::spawn_local(async move {
+                    let deadline = received + RECORD_DEADLINE;
+                    let ok =
+                        deliver(&plan, &destinations, body, content_type, deadline, &ctx).await;
+                    let result = if ok { ack::OK } else { ack::UNAVAILABLE };
+                    acks.borrow_mut().decide(seq, result);
+                    ctx.stats.in_flight.fetch_sub(1, Relaxed);
+                    drop(permit);
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Steps 2–4: parse, route, encode once for the route's format.
+    fn prepare(&mut self, plan: &ShardPlan, frame: &[u8]) -> Prepared {
+        let stats = &self.ctx.stats;
+        let p = &plan.plan;
+        let rec = match wire::parse(frame, &mut self.scratch, p.service.max_message_bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                stats.parse_errors.fetch_add(1, Relaxed);
+                tracing::warn!(shard = self.ctx.index, peer = ?self.peer, error = %e,
+                    "record cannot be parsed; answered 4 (XDR abandons it)");
+                return Prepared::Answer(ack::PARAMETER);
+            }
+        };
+        let route_id = p.table.lookup(self.port, rec.namespace, rec.set);
+        let Some(route) = p.routes.get(route_id) else {
+            stats.skipped.fetch_add(1, Relaxed);
+            return Prepared::Answer(ack::OK);
+        };
+        let (format, destinations) = match &route.action {
+            RouteAction::Skip => {
+                stats.skipped.fetch_add(1, Relaxed);
+                return Prepared::Answer(ack::OK);
+            }
+            RouteAction::Deliver {
+                format,
+                destinations,
+            } => (*format, destinations),
+        };
+        let Some(fmt) = p.formats.get(format) else {
+            stats.skipped.fetch_add(1, Relaxed);
+            return Prepared::Answer(ack::OK);
+        };
+        let mut out = Vec::with_capacity(frame.len() * 2);
+        if let Err(e) = fmt.encoder.encode(&rec, &fmt.bins, unix_ms(), &mut out) {
+            stats.encode_errors.fetch_add(1, Relaxed);
+            tracing::warn!(shard = self.ctx.index, namespace = rec.namespace, set = ?rec.set,
+                error = %e, "record cannot be encoded; answered 4 (XDR abandons it)");
+            return Prepared::Answer(ack::PARAMETER);
+        }
+        Prepared::Deliver {
+            body: Bytes::from(out),
+            content_type: fmt.encoder.content_type(),
+            destinations: destinations.clone(),
+        }
+    }
+
+    fn decide(&self, seq: Seq, result: u8) {
+        self.acks.borrow_mut().decide(seq, result);
+        self.ctx.stats.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+enum Prepared {
+    Answer(u8),
+    Deliver {
+        body: Bytes,
+        content_type: &'static str,
+        destinations: Vec<usize>,
+    },
+}
+
+/// Step 5: the body goes to every routed destination at once; the record is
+/// accepted only when every one accepted. Undecided at shutdown's end: 11.
+async fn deliver(
+    plan: &ShardPlan,
+    destinations: &[usize],
+    body: Bytes,
+    content_type: &'static str,
+    deadline: Instant,
+    ctx: &ShardCtx,
+) -> bool {
+    let all = async {
+        if let [only] = destinations {
+            return match plan.pools.get(*only) {
+                Some(pool) => pool.deliver(body, content_type, deadline).await,
+                None => false,
+            };
+        }
+        let tasks: Vec<_> = destinations
+            .iter()
+            .filter_map(|d| plan.pools.get(*d))
+            .map(|pool| pool.deliver(body.clone(), content_type, deadline))
+            .collect();
+        if tasks.len() != destinations.len() {
+            return false;
+        }
+        futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .all(|ok| ok)
+    };
+    futures_lite::future::or(all, async {
+        ctx.expired.wait().await;
+        false
+    })
+    .await
+}
+
+/// Step 6: decided acks leave in arrival order, all that are ready in one
+/// write (or one write each without `enable-tcp-xdr-ack-buffering`).
+async fn write_acks<W: AsyncWrite + Unpin>(mut writer: W, acks: SharedAcks, ctx: Rc<ShardCtx>) {
+    let buffering = ctx.plan().plan.service.ack_buffering;
+    let mut out = Vec::with_capacity(64 * ack::ACK_LEN);
+    loop {
+        let more = std::future::poll_fn(|cx| acks.borrow_mut().poll_ready(cx.waker())).await;
+        if !more {
+            let _ = writer.close().await;
+            return;
+        }
+        out.clear();
+        let stats = &ctx.stats;
+        let n = acks
+            .borrow_mut()
+            .take_ready(&mut out, |r| stats.count_ack(r));
+        let chunks: Vec<&[u8]> = if buffering || n <= 1 {
+            vec![&out[..]]
+        } else {
+            out.chunks(ack::ACK_LEN).collect()
+        };
+        for chunk in chunks {
+            if let Err(e) = writer.write_all(chunk).await {
+                tracing::debug!(shard = ctx.index, error = %e, "ack write failed; XDR resends");
+                // Nobody can read the rest: drain the queue so the session ends.
+                drain_forever(&acks).await;
+                return;
+            }
+            stats.ack_writes.fetch_add(1, Relaxed);
+        }
+        if let Err(e) = writer.flush().await {
+            tracing::debug!(shard = ctx.index, error = %e, "ack flush failed");
+        }
+        stats.bytes_out.fetch_add(out.len() as u64, Relaxed);
+    }
+}
+
+/// After the connection broke: discard decided acks until the session closes.
+async fn drain_forever(acks: &SharedAcks) {
+    let mut sink = Vec::new();
+    loop {
+        let more = std::future::poll_fn(|cx| acks.borrow_mut().poll_ready(cx.waker())).await;
+        if !more {
+            return;
+        }
+        sink.clear();
+        acks.borrow_mut().take_ready(&mut sink, |_| {});
+    }
+}
+
+/// The total length of the frame at the front of `buf`, once its header
+/// has arrived.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let h = buf.first_chunk::<PROTO_HEADER>()?;
+    let mut len = [0u8; 8];
+    len[2..].copy_from_slice(&h[2..8]);
+    usize::try_from(u64::from_be_bytes(len))
+        .ok()?
+        .checked_add(PROTO_HEADER)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_len_reads_the_48_bit_length() {
+        assert_eq!(frame_len(&[2, 3, 0, 0, 0, 0, 1, 0]), Some(8 + 256));
+        assert_eq!(frame_len(&[2, 3, 0, 0, 0, 0, 1]), None);
+        assert_eq!(frame_len(&[2, 3, 0, 1, 0, 0, 0, 0, 9]), Some(8 + (1 << 32)));
+    }
+}

@@ -1,0 +1,238 @@
+//! One shard: binds every XDR listener (SO_REUSEPORT), accepts sessions,
+//! owns the destination pools built from the current plan, and obeys the
+//! control thread (reload, shutdown) over a crossbeam channel.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use glommio::net::TcpListener;
+use glommio::sync::Semaphore;
+
+use crate::dest::Pool;
+use crate::plan::Plan;
+use crate::stats::ShardStats;
+use crate::{Control, StartError};
+
+/// How often a shard looks at its control channel (crossbeam blocks; the
+/// executor must not).
+const CONTROL_POLL: Duration = Duration::from_millis(20);
+
+/// A one-way latch: tasks wait until it is set.
+#[derive(Debug, Default)]
+pub struct Latch {
+    set: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Latch {
+    pub fn set(&self) {
+        self.set.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.get() {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// The plan as one shard runs it: the shared plan plus this shard's pools,
+/// indexed like `plan.destinations`.
+pub struct ShardPlan {
+    pub plan: Arc<Plan>,
+    pub pools: Vec<Rc<Pool>>,
+}
+
+/// What every task of a shard shares (single-threaded: `Rc`, `Cell`).
+pub struct ShardCtx {
+    pub index: usize,
+    pub stats: Arc<ShardStats>,
+    /// Sessions clone this `Rc` per record: no atomic on the hot path.
+    pub current: RefCell<Rc<ShardPlan>>,
+    /// This shard's share of `max-concurrent-records`.
+    pub permits: Rc<Semaphore>,
+    /// Set on shutdown: stop accepting and reading.
+    pub stopping: Latch,
+    /// Set when the drain time is over: undecided records answer 11.
+    pub expired: Latch,
+}
+
+impl ShardCtx {
+    /// The plan new records use.
+    pub fn plan(&self) -> Rc<ShardPlan> {
+        self.current.borrow().clone()
+    }
+
+    /// Installs a new plan; pools of destinations whose settings did not
+    /// change are kept (with their connections).
+    fn reload(&self, plan: Arc<Plan>) {
+        let old = self.plan();
+        let pools = build_pools(&plan, &old.pools, &self.stats);
+        *self.current.borrow_mut() = Rc::new(ShardPlan { plan, pools });
+    }
+}
+
+fn build_pools(plan: &Plan, old: &[Rc<Pool>], stats: &ShardStats) -> Vec<Rc<Pool>> {
+    let mut by_key: HashMap<String, Rc<Pool>> = old
+        .iter()
+        .map(|p| (p.key().to_string(), p.clone()))
+        .collect();
+    plan.destinations
+        .iter()
+        .map(|d| {
+            let key = Pool::key_of(d);
+            by_key
+                .remove(&key)
+                .unwrap_or_else(|| Rc::new(Pool::new(d.clone(), key, stats)))
+        })
+        .collect()
+}
+
+pub struct ShardArgs {
+    pub index: usize,
+    pub count: usize,
+    pub plan: Arc<Plan>,
+    pub bind: Vec<SocketAddr>,
+    pub control: Receiver<Control>,
+    pub stats: Arc<ShardStats>,
+    pub ready: Sender<Result<Vec<SocketAddr>, StartError>>,
+}
+
+/// The shard's main task: bind, report ready, serve until shutdown.
+pub async fn run(args: ShardArgs) {
+    let mut listeners = Vec::with_capacity(args.bind.len());
+    for &addr in &args.bind {
+        match TcpListener::bind(addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                let _ = args.ready.send(Err(StartError::Bind {
+                    shard: args.index,
+                    addr,
+                    source: std::io::Error::from(e),
+                }));
+                return;
+            }
+        }
+    }
+    let mut addrs = Vec::with_capacity(listeners.len());
+    for (l, &want) in listeners.iter().zip(&args.bind) {
+        addrs.push(l.local_addr().unwrap_or(want));
+    }
+    let share = args
+        .plan
+        .service
+        .max_concurrent_records
+        .div_ceil(args.count.max(1));
+    let pools = build_pools(&args.plan, &[], &args.stats);
+    let ctx = Rc::new(ShardCtx {
+        index: args.index,
+        stats: args.stats,
+        current: RefCell::new(Rc::new(ShardPlan {
+            plan: args.plan.clone(),
+            pools,
+        })),
+        permits: Rc::new(Semaphore::new(share.max(1) as u64)),
+        stopping: Latch::default(),
+        expired: Latch::default(),
+    });
+    let mut accepts = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let tls = args
+            .plan
+            .service
+            .listeners
+            .get(i)
+            .and_then(|p| p.tls.clone());
+        let port = addrs[i].port();
+        accepts.push(glommio::spawn_local(accept_loop(l, port, tls, ctx.clone())).detach());
+    }
+    let _ = args.ready.send(Ok(addrs));
+    tracing::debug!(shard = ctx.index, "shard serving");
+
+    let drain = loop {
+        match args.control.try_recv() {
+            Ok(Control::Reload(plan)) => ctx.reload(plan),
+            Ok(Control::Shutdown(drain)) => break drain,
+            Err(TryRecvError::Disconnected) => break Duration::ZERO,
+            Err(TryRecvError::Empty) => glommio::timer::sleep(CONTROL_POLL).await,
+        }
+    };
+    shutdown(&ctx, drain).await;
+    drop(accepts);
+}
+
+async fn shutdown(ctx: &ShardCtx, drain: Duration) {
+    ctx.stopping.set();
+    let until = Instant::now() + drain;
+    while ctx.stats.in_flight.load(Relaxed) > 0 && Instant::now() < until {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    ctx.expired.set();
+    // Sessions now answer what is left with 11 and flush; give them a moment.
+    let flush_until = Instant::now() + Duration::from_secs(2);
+    while ctx.stats.sessions.load(Relaxed) > 0 && Instant::now() < flush_until {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    port: u16,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    ctx: Rc<ShardCtx>,
+) {
+    let acceptor = tls.map(futures_rustls::TlsAcceptor::from);
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            ctx.stopping.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(shard = ctx.index, port, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
+        let ctx = ctx.clone();
+        let acceptor = acceptor.clone();
+        glommio::spawn_local(async move {
+            match acceptor {
+                None => crate::session::run(stream, port, peer, ctx).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => crate::session::run(tls, port, peer, ctx).await,
+                    Err(e) => {
+                        tracing::warn!(shard = ctx.index, port, ?peer, error = %e,
+                            "TLS handshake with XDR failed; connection closed");
+                    }
+                },
+            }
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,163 @@
+//! Per-shard counters. One [`ShardStats`] per shard, written only by its own
+//! shard with relaxed atomics (nothing shared between cores on the hot path)
+//! and read by the control thread for metrics. Per-destination counters live
+//! in [`DestinationStats`], held directly by the shard's pool so that the hot
+//! path never looks them up; the list is locked only when a pool is created.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// Counters of one shard.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// The shard's index (0-based).
+    pub shard: usize,
+    /// Frames that carried a record (type 3 or 4).
+    pub records_received: AtomicU64,
+    /// Acks written with result 0.
+    pub acked_ok: AtomicU64,
+    /// Acks written with result 11 (XDR retries).
+    pub acked_retry: AtomicU64,
+    /// Acks written with result 4 (the record can never be delivered).
+    pub acked_parameter: AtomicU64,
+    /// Records acked without being sent (routing `skip` or no route).
+    pub skipped: AtomicU64,
+    /// Records that could not be parsed (answered 4).
+    pub parse_errors: AtomicU64,
+    /// Records that could not be encoded (answered 4).
+    pub encode_errors: AtomicU64,
+    /// Connections closed because their bytes could not be framed.
+    pub frames_rejected: AtomicU64,
+    /// Info frames answered (not expected from XDR).
+    pub info_frames: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Records held now (received, not yet acked).
+    pub in_flight: AtomicU64,
+    /// XDR sessions open now.
+    pub sessions: AtomicU64,
+    /// XDR sessions accepted since start.
+    pub sessions_total: AtomicU64,
+    /// Ack writes (each may carry many acks).
+    pub ack_writes: AtomicU64,
+    destinations: Mutex<Vec<Arc<DestinationStats>>>,
+}
+
+impl ShardStats {
+    pub fn new(shard: usize) -> Self {
+        ShardStats {
+            shard,
+            ..Default::default()
+        }
+    }
+
+    /// The counters of destination `name` on this shard, created on first use
+    /// (a reload that keeps a destination keeps its counters).
+    pub fn destination(&self, name: &str, endpoints: &[String]) -> Arc<DestinationStats> {
+        let mut list = match self.destinations.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(d) = list.iter().find(|d| d.name == name) {
+            return d.clone();
+        }
+        let d = Arc::new(DestinationStats {
+            name: name.to_string(),
+            endpoints: endpoints
+                .iter()
+                .map(|url| EndpointStats {
+                    url: url.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        list.push(d.clone());
+        d
+    }
+
+    /// A snapshot of the per-destination counters, for the control thread.
+    pub fn destinations(&self) -> Vec<Arc<DestinationStats>> {
+        match self.destinations.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Counts one ack by result code.
+    pub fn count_ack(&self, result: u8) {
+        match result {
+            0 => &self.acked_ok,
+            4 => &self.acked_parameter,
+            _ => &self.acked_retry,
+        }
+        .fetch_add(1, Relaxed);
+    }
+}
+
+/// Counters of one destination on one shard.
+#[derive(Debug, Default)]
+pub struct DestinationStats {
+    pub name: String,
+    /// Requests answered, by status class: index 1..=5 for 1xx..5xx, 0 other.
+    pub responses: [AtomicU64; 6],
+    /// Requests that failed before a status (connect, reset, protocol).
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub retries: AtomicU64,
+    /// Records this destination accepted / failed for good (after retries).
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub endpoints: Vec<EndpointStats>,
+}
+
+impl DestinationStats {
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100);
+        let i = if (1..=5).contains(&class) { class } else { 0 };
+        self.responses[i].fetch_add(1, Relaxed);
+    }
+}
+
+/// Counters of one endpoint (URL) of a destination on one shard.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub url: String,
+    /// 1 when the shard considers the endpoint healthy.
+    pub healthy: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_errors: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_are_counted_by_code() {
+        let s = ShardStats::new(3);
+        s.count_ack(0);
+        s.count_ack(0);
+        s.count_ack(11);
+        s.count_ack(4);
+        assert_eq!(s.shard, 3);
+        assert_eq!(s.acked_ok.load(Relaxed), 2);
+        assert_eq!(s.acked_retry.load(Relaxed), 1);
+        assert_eq!(s.acked_parameter.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn destination_counters_are_kept_by_name() {
+        let s = ShardStats::new(0);
+        let a = s.destination("es", &["http://a".into()]);
+        a.count_status(503);
+        a.count_status(201);
+        let again = s.destination("es", &[]);
+        assert_eq!(again.responses[5].load(Relaxed), 1);
+        assert_eq!(again.responses[2].load(Relaxed), 1);
+        assert_eq!(s.destinations().len(), 1);
+        assert_eq!(again.endpoints[0].url, "http://a");
+    }
+}
