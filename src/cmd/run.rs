@@ -158,6 +158,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     if let Err(e) = sluice_shards::rt::probe_io_uring() {
         return fail(1, format_args!("io_uring is not usable: {e}"));
     }
+    tracing::debug!("compiled plan:\n{}", compiled.describe());
     let mut plan = compiled.plan;
     if !args.listen.is_empty() {
         plan.service.listeners = args
@@ -192,11 +193,15 @@ pub fn run(args: RunArgs) -> ExitCode {
         let manage = manage
             .map(|m| format!(", manage API on {m}"))
             .unwrap_or_default();
-        eprintln!(
-            "sluice: listening on {} with {shards} shard{}{manage}",
+        let line = format!(
+            "listening on {} with {shards} shard{}{manage}",
             addrs.join(", "),
             if shards == 1 { "" } else { "s" }
         );
+        // On stderr whatever the log settings (scripts and tests wait for
+        // it), and in the log.
+        eprintln!("sluice: {line}");
+        tracing::info!("{line}");
     });
     if let Err(e) = controlled {
         if let Some(rt) = plane.take() {
