@@ -2,6 +2,8 @@
 //! `sluice_codec::build`, parsed with `wire::parse`, encoded, and the output
 //! read back by an independent reader (serde_json, rmpv, apache-avro).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use serde_json::{json, Value as J};
 use sluice_codec::build::{compress, BinSpec, Elem, Key, Message, ValueSpec};
 use sluice_codec::encode::{avro, BinPolicy, EncodeError, Encoder, NameTransform};
