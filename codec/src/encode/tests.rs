@@ -1059,3 +1059,39 @@ fn avro_batch_is_datums_back_to_back() {
             .collect::<Vec<_>>()
     );
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::super::json::{write_base64, write_f64, write_str};
+
+    proptest! {
+        #[test]
+        fn any_string_round_trips_through_json(s in any::<String>()) {
+            let mut out = Vec::new();
+            write_str(&mut out, &s);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            prop_assert_eq!(back, s);
+            prop_assert!(!out.contains(&b'\n'));
+        }
+
+        #[test]
+        fn any_finite_float_round_trips_through_json(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+            let mut out = Vec::new();
+            write_f64(&mut out, f);
+            // std's parser is exact (serde_json's default one is not).
+            let back: f64 = std::str::from_utf8(&out).unwrap().parse().unwrap();
+            prop_assert_eq!(back, f);
+            let _: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        }
+
+        #[test]
+        fn base64_matches_the_reference_engine(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            use base64::Engine as _;
+            let mut out = b"x".to_vec();
+            write_base64(&mut out, &b);
+            let want = format!("x\"{}\"", base64::engine::general_purpose::STANDARD.encode(&b));
+            prop_assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
+}
