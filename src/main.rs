@@ -1,5 +1,6 @@
 //! The `sluice` command: the connector (`run`), its config checker, and the
-//! tools around it (`decode`, `gen`, `sink`, `demo`).
+//! tools around it (`decode`, `gen`, `sink`, `demo`). The config and the
+//! control thread live in the library half (`src/lib.rs`).
 
 mod cmd;
 
@@ -7,13 +8,19 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Aerospike XDR change notifications delivered over HTTP")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Aerospike XDR change notifications delivered over HTTP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the connector: XDR in, HTTP out.
     Run(cmd::run::RunArgs),

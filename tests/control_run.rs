@@ -169,3 +169,84 @@ fn reload_metrics_and_clean_exit() {
     let status = c.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    // A destination that accepts connections and never answers keeps
+    // records in flight, so the drain would last its whole timeout.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hole.incoming() {
+            held.push(conn);
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("sluice-control-twice-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = CONFIG
+        .replace("http://127.0.0.1:9/x", &format!("http://{hole_addr}/x"))
+        .replace(
+            "call-timeout: 1500",
+            "call-timeout: 60000\n    protocol: HTTP_1_1",
+        );
+    std::fs::write(dir.join("sluice.yml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--shards", "1", "--drain-timeout", "60", "--config"])
+        .arg(dir.join("sluice.yml"))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let c = Connector { child, lines, dir };
+    let line = c.wait_for("listening on");
+    let xdr = line.split("listening on ").nth(1).unwrap();
+    let xdr = xdr.split([',', ' ']).next().unwrap().to_owned();
+    let manage: SocketAddr = line
+        .rsplit("manage API on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut gen = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "gen",
+            "--quiet",
+            "--target",
+            &xdr,
+            "--records",
+            "20",
+            "--in-flight",
+            "20",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until records are held in flight.
+    for _ in 0..600 {
+        let (_, text) = get(manage, "/metrics");
+        if sample(&text, "sluice_records_in_flight").unwrap_or(0.0) > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.signal("TERM");
+    c.wait_for("shutting down");
+    c.signal("TERM");
+    let mut c = c;
+    let status = c.child.wait().unwrap();
+    let _ = gen.kill();
+    let _ = gen.wait();
+    assert_eq!(status.code(), Some(130));
+}

@@ -11,7 +11,8 @@ use sluice::config;
 use sluice::control::metrics::Snapshot;
 use sluice::control::{self, ControlOptions, Plane};
 use sluice_shards::plan::{ListenerPlan, Plan};
-use sluice_shards::{Runtime, RuntimeOptions};
+use sluice_shards::stats::ShardStats;
+use sluice_shards::{Runtime, RuntimeOptions, StartError};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -96,6 +97,10 @@ fn shard_cpus(args: &RunArgs) -> Result<Vec<Option<usize>>, String> {
 /// The shards' runtime seen by the control thread.
 struct RuntimePlane {
     runtime: Mutex<Option<Runtime>>,
+    /// Kept apart so that metrics still answer while the shards drain.
+    stats: Vec<Arc<ShardStats>>,
+    /// How the shards ended, once joined.
+    ended: Mutex<Option<Result<(), StartError>>>,
 }
 
 impl RuntimePlane {
@@ -120,18 +125,27 @@ impl Plane for RuntimePlane {
         self.with(|rt| rt.reload(plan));
     }
 
+    /// Returns once the shards have drained and stopped, so that the
+    /// control thread can still act on a second signal meanwhile.
     fn shutdown(&self, drain: Duration) {
-        self.with(|rt| rt.shutdown(drain));
+        if let Some(rt) = self.take() {
+            rt.shutdown(drain);
+            let ended = rt.wait();
+            match self.ended.lock() {
+                Ok(mut e) => *e = Some(ended),
+                Err(poisoned) => *poisoned.into_inner() = Some(ended),
+            }
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
         // `start` returned only after every shard bound every listener, so
         // while the runtime exists the process is listening.
-        self.with(|rt| Snapshot {
-            listening: true,
-            ..Snapshot::from_shards(&rt.stats())
-        })
-        .unwrap_or_default()
+        let listening = self.with(|_| ()).is_some();
+        Snapshot {
+            listening,
+            ..Snapshot::from_shards(&self.stats)
+        }
     }
 }
 
@@ -180,7 +194,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         .map(ToString::to_string)
         .collect();
     let plane = Arc::new(RuntimePlane {
+        stats: runtime.stats(),
         runtime: Mutex::new(Some(runtime)),
+        ended: Mutex::new(None),
     });
     let opts = ControlOptions {
         config: args.config.clone(),
@@ -210,7 +226,11 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
         return fail(1, e);
     }
-    match plane.take().map(Runtime::wait) {
+    let ended = match plane.ended.lock() {
+        Ok(mut e) => e.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    match ended.or_else(|| plane.take().map(Runtime::wait)) {
         Some(Err(e)) => fail(1, format_args!("the data plane stopped with an error: {e}")),
         _ => ExitCode::SUCCESS,
     }
