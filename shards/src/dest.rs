@@ -422,24 +422,15 @@ impl Pool {
         let broken = Rc::new(Cell::new(false));
         let mut builder = h2::client::Builder::new();
         builder.initial_window_size(1 << 20);
+        let url = ep.plan.url.clone();
         let send = match self.connect_stream(i).await? {
-            Stream::Plain(tcp) => {
-                let (send, conn) = builder.handshake(tcp.compat()).await.map_err(|e| {
-                    self.mark_down(i);
-                    connect_err(ep, e)
-                })?;
-                spawn_conn(conn, broken.clone(), ep.plan.url.clone());
-                send
-            }
-            Stream::Tls(tls) => {
-                let (send, conn) = builder.handshake(tls.compat()).await.map_err(|e| {
-                    self.mark_down(i);
-                    connect_err(ep, e)
-                })?;
-                spawn_conn(conn, broken.clone(), ep.plan.url.clone());
-                send
-            }
-        };
+            Stream::Plain(tcp) => h2_handshake(&builder, tcp, broken.clone(), url).await,
+            Stream::Tls(tls) => h2_handshake(&builder, tls, broken.clone(), url).await,
+        }
+        .map_err(|e| {
+            self.mark_down(i);
+            connect_err(ep, e)
+        })?;
         Ok(H2Conn {
             send,
             born: Instant::now(),
@@ -498,31 +489,10 @@ impl Pool {
         let ep = &self.endpoints[i];
         let url = ep.plan.url.clone();
         let send = match self.connect_stream(i).await? {
-            Stream::Plain(tcp) => {
-                let (send, conn) = hyper::client::conn::http1::handshake(rt::HyperIo(tcp))
-                    .await
-                    .map_err(|e| connect_err(ep, e))?;
-                glommio::spawn_local(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%url, error = %e, "HTTP/1.1 connection ended");
-                    }
-                })
-                .detach();
-                send
-            }
-            Stream::Tls(tls) => {
-                let (send, conn) = hyper::client::conn::http1::handshake(rt::HyperIo(tls))
-                    .await
-                    .map_err(|e| connect_err(ep, e))?;
-                glommio::spawn_local(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%url, error = %e, "HTTP/1.1 connection ended");
-                    }
-                })
-                .detach();
-                send
-            }
-        };
+            Stream::Plain(tcp) => h1_handshake(tcp, url).await,
+            Stream::Tls(tls) => h1_handshake(tls, url).await,
+        }
+        .map_err(|e| connect_err(ep, e))?;
         Ok(H1Conn {
             send,
             born: Instant::now(),
@@ -615,10 +585,18 @@ fn connect_err(ep: &Endpoint, e: impl std::fmt::Display) -> AttemptError {
     }
 }
 
-fn spawn_conn<T>(conn: h2::client::Connection<T, Bytes>, broken: Rc<Cell<bool>>, url: String)
+/// HTTP/2 handshake (prior knowledge or after ALPN); the connection is
+/// driven by its own task, which marks it broken when it ends.
+async fn h2_handshake<T>(
+    builder: &h2::client::Builder,
+    io: T,
+    broken: Rc<Cell<bool>>,
+    url: String,
+) -> Result<h2::client::SendRequest<Bytes>, h2::Error>
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
+    let (send, conn) = builder.handshake(io.compat()).await?;
     glommio::spawn_local(async move {
         if let Err(e) = conn.await {
             tracing::debug!(%url, error = %e, "HTTP/2 connection ended");
@@ -626,6 +604,26 @@ where
         broken.set(true);
     })
     .detach();
+    Ok(send)
+}
+
+/// HTTP/1.1 handshake over hyper's client connection API; the connection is
+/// driven by its own task.
+async fn h1_handshake<T>(
+    io: T,
+    url: String,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
+where
+    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(rt::HyperIo(io)).await?;
+    glommio::spawn_local(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%url, error = %e, "HTTP/1.1 connection ended");
+        }
+    })
+    .detach();
+    Ok(send)
 }
 
 /// Resolves once per connection attempt (endpoints are usually IPs or names

@@ -131,7 +131,10 @@ pub enum RouteAction {
     /// Ack without sending (routing mode `skip`, or no route).
     Skip,
     /// Deliver to every destination; ack 0 only when every one accepted.
-    Deliver { format: FormatId, destinations: Vec<DestinationId> },
+    Deliver {
+        format: FormatId,
+        destinations: Vec<DestinationId>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
