@@ -8,13 +8,15 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+mod control_support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
+
+use control_support::{gen, report, sample, temp_dir, Connector};
 
 /// Counts requests; answers 200 after `delay`.
 fn sink(delay: Duration) -> (SocketAddr, Arc<AtomicU64>) {
@@ -69,26 +71,7 @@ fn serve(conn: TcpStream, count: &AtomicU64, delay: Duration) {
     }
 }
 
-struct Connector {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    dir: PathBuf,
-    xdr: SocketAddr,
-    manage: SocketAddr,
-}
-
-impl Drop for Connector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn start(name: &str, sink: SocketAddr) -> Connector {
-    let dir = std::env::temp_dir().join(format!("sluice-load-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
         "service:\n  address: 127.0.0.1\n  port: 0\n  manage:\n    port: 0\n\
          destinations:\n  sink:\n    urls: [http://{sink}/in]\n    protocol: HTTP_1_1\n    \
@@ -96,88 +79,11 @@ fn start(name: &str, sink: SocketAddr) -> Connector {
          routing:\n  mode: static-multi-destination\n  destinations: [sink]\n\
          logging:\n  ticker-interval: 0\n"
     );
-    std::fs::write(dir.join("sluice.yml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--shards", "1", "--drain-timeout", "5", "--config"])
-        .arg(dir.join("sluice.yml"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let line = loop {
-        match lines.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) if l.contains("listening on ") => break l,
-            Ok(l) => seen.push(l),
-            Err(_) => panic!("sluice did not start:\n{}", seen.join("\n")),
-        }
-    };
-    let xdr = line.split("listening on ").nth(1).unwrap();
-    let xdr: SocketAddr = xdr.split([',', ' ']).next().unwrap().parse().unwrap();
-    let manage: SocketAddr = line
-        .rsplit("manage API on ")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    Connector {
-        child,
-        lines,
-        dir,
-        xdr,
-        manage,
-    }
+    Connector::start(temp_dir(name), &config, &["--drain-timeout", "5"])
 }
 
-fn metrics(addr: SocketAddr) -> String {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(conn, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
-fn sample(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
-fn gen(target: SocketAddr, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["gen", "--quiet", "--json", "--target", &target.to_string()])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn report(child: Child) -> serde_json::Value {
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let json = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or("{}");
-    serde_json::from_str(json).unwrap()
+fn count(text: &str, name: &str) -> u64 {
+    sample(text, name).map_or(0, |v| v as u64)
 }
 
 #[test]
@@ -186,19 +92,19 @@ fn metrics_match_what_gen_and_the_sink_counted() {
     let c = start("metrics", sink_addr);
     let r = report(gen(c.xdr, &["--records", "2000", "--in-flight", "32"]));
     assert_eq!(r["acked"], 2000, "{r}");
-    let text = metrics(c.manage);
+    let text = c.metrics();
     assert_eq!(
-        sample(&text, "sluice_records_received_total"),
+        count(&text, "sluice_records_received_total"),
         r["sent"].as_u64().unwrap(),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "sluice_records_acked_total{result=\"0\"}"),
+        count(&text, "sluice_records_acked_total{result=\"0\"}"),
         r["acked"].as_u64().unwrap(),
         "{text}"
     );
     assert_eq!(
-        sample(
+        count(
             &text,
             "sluice_destination_responses_total{destination=\"sink\",class=\"2xx\"}"
         ),
@@ -206,7 +112,7 @@ fn metrics_match_what_gen_and_the_sink_counted() {
         "{text}"
     );
     assert_eq!(delivered.load(Ordering::SeqCst), 2000);
-    assert_eq!(sample(&text, "sluice_records_in_flight"), 0, "{text}");
+    assert_eq!(count(&text, "sluice_records_in_flight"), 0, "{text}");
 }
 
 #[test]
@@ -219,17 +125,12 @@ fn sigterm_under_load_acks_only_what_was_delivered() {
     );
     // Wait (bounded) until records flow, then stop the connector mid-load.
     for _ in 0..600 {
-        if sample(&metrics(c.manage), "sluice_records_received_total") >= 200 {
+        if count(&c.metrics(), "sluice_records_received_total") >= 200 {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let ok = Command::new("kill")
-        .args(["-TERM", &c.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    c.signal("TERM");
     let status = c.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let r = report(g);
@@ -241,5 +142,4 @@ fn sigterm_under_load_acks_only_what_was_delivered() {
         "acked {acked} > delivered {}",
         delivered.load(Ordering::SeqCst)
     );
-    let _ = &c.lines;
 }

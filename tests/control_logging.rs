@@ -3,10 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod control_support;
+
+use control_support::{temp_dir, wait_in_file, Connector};
 
 const SECRET: &str = "TOPSECRET-123";
 
@@ -22,68 +21,21 @@ fn config(dir: &std::path::Path, call_timeout: u32) -> String {
     )
 }
 
-/// Polls (bounded) until the log file has a line containing `what`.
-fn wait_in_log(log: &std::path::Path, what: &str) -> String {
-    for _ in 0..600 {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(what) {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "no {what:?} in the log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
 #[test]
 fn json_log_file_ticker_watch_and_no_secrets() {
-    let dir = std::env::temp_dir().join(format!("sluice-logging-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("sluice.yml");
-    std::fs::write(&file, config(&dir, 1000)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--shards", "1", "--watch", "--config"])
-        .arg(&file)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr_text = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let stderr = child.stderr.take().unwrap();
-        let text = stderr_text.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                text.lock().unwrap().push_str(&line);
-                let _ = tx.send(line);
-            }
-        });
-    }
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-        if line.contains("listening on") {
-            break;
-        }
-    }
+    let dir = temp_dir("control-logging");
+    let c = Connector::start(dir.clone(), &config(&dir, 1000), &["--watch"]);
+    let file = c.config_file();
     let log = dir.join("sluice.log");
-    wait_in_log(&log, "listening on");
-    wait_in_log(&log, "received 0/s");
+    wait_in_file(&log, "listening on");
+    wait_in_file(&log, "received 0/s");
     // --watch: a changed file is reloaded without a signal.
     std::fs::write(&file, config(&dir, 700)).unwrap();
-    let text = wait_in_log(&log, "config reloaded");
+    let text = wait_in_file(&log, "config reloaded");
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut c = c;
+    c.signal("TERM");
+    assert_eq!(c.child.wait().unwrap().code(), Some(0));
 
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
@@ -92,7 +44,6 @@ fn json_log_file_ticker_watch_and_no_secrets() {
     }
     // The debug log holds the compiled plan, with the header named only.
     assert!(text.contains("header authorization: <hidden>"), "{text}");
-    let all = std::fs::read_to_string(&log).unwrap() + &stderr_text.lock().unwrap();
+    let all = std::fs::read_to_string(&log).unwrap() + &c.stderr.lock().unwrap();
     assert!(!all.contains(SECRET), "a secret reached the log:\n{all}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,29 +1,14 @@
 //! `sluice run` under the control thread: the listening line, the manage
-//! API, SIGHUP reloads (a bad file keeps the running plan), and a clean exit
-//! on SIGTERM.
+//! API, SIGHUP reloads (a bad file keeps the running plan), a clean exit on
+//! SIGTERM, and an immediate exit on a second signal.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod control_support;
+
 use std::time::Duration;
 
-struct Connector {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    dir: PathBuf,
-}
-
-impl Drop for Connector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use control_support::{sample, temp_dir, Connector};
 
 const CONFIG: &str = "\
 service:
@@ -42,93 +27,21 @@ logging:
   ticker-interval: 0
 ";
 
-impl Connector {
-    fn start(name: &str) -> Connector {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-control-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("sluice.yml"), CONFIG).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--shards", "1", "--drain-timeout", "2", "--config"])
-            .arg(dir.join("sluice.yml"))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Connector { child, lines, dir }
-    }
-
-    /// The first stderr line containing `what` (bounded wait).
-    fn wait_for(&self, what: &str) -> String {
-        let mut seen = Vec::new();
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) if line.contains(what) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("no line with {what:?}; stderr so far:\n{}", seen.join("\n")),
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig}");
-    }
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    (status, text.split_once("\r\n\r\n").unwrap().1.to_owned())
-}
-
-/// The value of a sample line `name value` in Prometheus text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn reload_metrics_and_clean_exit() {
-    let mut c = Connector::start("reload");
-    let line = c.wait_for("listening on");
+    let mut c = Connector::start(
+        temp_dir("control-reload"),
+        CONFIG,
+        &["--drain-timeout", "2"],
+    );
+    let line = c.wait_for_listening_line();
     assert!(line.contains("with 1 shard"), "{line}");
-    let manage: SocketAddr = line
-        .rsplit("manage API on ")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(get(manage, "/health").0, 200);
-    let (status, text) = get(manage, "/metrics");
-    assert_eq!(status, 200);
+    assert_eq!(c.get("/health").0, 200);
+    let text = c.metrics();
     assert_eq!(sample(&text, "sluice_shards"), Some(1.0), "{text}");
 
     // A bad file: refused, counted, logged; the manage API keeps answering.
-    let file = c.dir.join("sluice.yml");
+    let file = c.config_file();
     std::fs::write(
         &file,
         CONFIG.replace("call-timeout: 1500", "call-timeout: soon"),
@@ -140,7 +53,7 @@ fn reload_metrics_and_clean_exit() {
         refused.contains("destinations.sink.call-timeout"),
         "{refused}"
     );
-    let (_, text) = get(manage, "/metrics");
+    let text = c.metrics();
     assert_eq!(
         sample(&text, "sluice_config_reloads_total{result=\"failed\"}"),
         Some(1.0),
@@ -159,15 +72,14 @@ fn reload_metrics_and_clean_exit() {
     .unwrap();
     c.signal("HUP");
     c.wait_for("config reloaded");
-    let (_, text) = get(manage, "/metrics");
+    let text = c.metrics();
     assert_eq!(
         sample(&text, "sluice_config_reloads_total{result=\"ok\"}"),
         Some(1.0)
     );
 
     c.signal("TERM");
-    let status = c.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(c.child.wait().unwrap().code(), Some(0));
 }
 
 #[test]
@@ -182,61 +94,21 @@ fn a_second_signal_exits_at_once() {
             held.push(conn);
         }
     });
-    let dir = std::env::temp_dir().join(format!("sluice-control-twice-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let config = CONFIG
         .replace("http://127.0.0.1:9/x", &format!("http://{hole_addr}/x"))
         .replace(
             "call-timeout: 1500",
             "call-timeout: 60000\n    protocol: HTTP_1_1",
         );
-    std::fs::write(dir.join("sluice.yml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--shards", "1", "--drain-timeout", "60", "--config"])
-        .arg(dir.join("sluice.yml"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let c = Connector { child, lines, dir };
-    let line = c.wait_for("listening on");
-    let xdr = line.split("listening on ").nth(1).unwrap();
-    let xdr = xdr.split([',', ' ']).next().unwrap().to_owned();
-    let manage: SocketAddr = line
-        .rsplit("manage API on ")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let mut gen = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "gen",
-            "--quiet",
-            "--target",
-            &xdr,
-            "--records",
-            "20",
-            "--in-flight",
-            "20",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut c = Connector::start(
+        temp_dir("control-twice"),
+        &config,
+        &["--drain-timeout", "60"],
+    );
+    let mut gen = control_support::gen(c.xdr, &["--records", "20", "--in-flight", "20"]);
     // Wait (bounded) until records are held in flight.
     for _ in 0..600 {
-        let (_, text) = get(manage, "/metrics");
-        if sample(&text, "sluice_records_in_flight").unwrap_or(0.0) > 0.0 {
+        if sample(&c.metrics(), "sluice_records_in_flight").unwrap_or(0.0) > 0.0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -244,7 +116,6 @@ fn a_second_signal_exits_at_once() {
     c.signal("TERM");
     c.wait_for("shutting down");
     c.signal("TERM");
-    let mut c = c;
     let status = c.child.wait().unwrap();
     let _ = gen.kill();
     let _ = gen.wait();
