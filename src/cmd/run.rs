@@ -10,7 +10,7 @@ use std::time::Duration;
 use sluice::config;
 use sluice::control::metrics::Snapshot;
 use sluice::control::{self, ControlOptions, Plane};
-use sluice_shards::plan::{ListenerPlan, Plan};
+use sluice_shards::plan::Plan;
 use sluice_shards::stats::ShardStats;
 use sluice_shards::{Runtime, RuntimeOptions, StartError};
 
@@ -174,13 +174,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
     tracing::debug!("compiled plan:\n{}", compiled.describe());
     let mut plan = compiled.plan;
-    if !args.listen.is_empty() {
-        plan.service.listeners = args
-            .listen
-            .iter()
-            .map(|&addr| ListenerPlan { addr, tls: None })
-            .collect();
-    }
+    control::override_listeners(&mut plan, &args.listen);
     let manage = plan.service.manage;
     let plan = Arc::new(plan);
     let shards = cpus.len();
@@ -204,6 +198,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         drain: Duration::from_secs_f64(args.drain_timeout),
         ticker: compiled.logging.ticker,
         manage,
+        listen: args.listen.clone(),
     };
     let controlled = control::run(plane.clone(), plan, opts, |manage| {
         let manage = manage

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use sluice_shards::plan::{Plan, RouteAction};
+use sluice_shards::plan::{ListenerPlan, Plan, RouteAction};
 
 use metrics::{ControlCounters, Snapshot};
 
@@ -138,6 +138,19 @@ pub struct ControlOptions {
     pub drain: Duration,
     pub ticker: Duration,
     pub manage: Option<SocketAddr>,
+    /// `--listen`: replaces the file's plain listeners, at start and on
+    /// every reload.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// Applies `--listen` (plain TCP listeners instead of the file's).
+pub fn override_listeners(plan: &mut Plan, listen: &[SocketAddr]) {
+    if !listen.is_empty() {
+        plan.service.listeners = listen
+            .iter()
+            .map(|&addr| ListenerPlan { addr, tls: None })
+            .collect();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,10 +198,12 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Loads the file again and hands the plan over; a bad file changes nothing.
-pub fn reload(shared: &Shared, path: &std::path::Path) -> bool {
+pub fn reload(shared: &Shared, path: &std::path::Path, listen: &[SocketAddr]) -> bool {
     match crate::config::load(path) {
         Ok(compiled) => {
-            let plan = Arc::new(compiled.plan);
+            let mut plan = compiled.plan;
+            override_listeners(&mut plan, listen);
+            let plan = Arc::new(plan);
             shared.plane.reload(plan.clone());
             shared.set_plan(plan);
             shared.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -244,7 +259,7 @@ pub fn run(
         select! {
             recv(sig) -> msg => match msg {
                 Ok(Signal::Reload) => {
-                    reload(&shared, &opts.config);
+                    reload(&shared, &opts.config, &opts.listen);
                     last_stamp = stamp(&opts.config);
                 }
                 Ok(Signal::Stop) | Err(_) => break,
@@ -254,7 +269,7 @@ pub fn run(
                     let now = stamp(&opts.config);
                     if now.is_some() && now != last_stamp {
                         last_stamp = now;
-                        reload(&shared, &opts.config);
+                        reload(&shared, &opts.config, &opts.listen);
                     }
                 }
                 ticker.maybe_log(&*shared.plane);
