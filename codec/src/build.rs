@@ -11,14 +11,14 @@
 
 use std::io::Write;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::record::{ListOrder, MapOrder, Record, UserKey, Value};
 use crate::wire::field;
 use crate::wire::frame::{PROTO_HEADER, VERSION};
 use crate::wire::header::{self, MsgHeader};
 use crate::wire::msgpack::{
     header_ext_flags, Elem as WireElem, Reader, LIST_ORDERED, MAP_KEY_ORDERED,
-    MAP_KEY_VALUE_ORDERED, MAP_PRESERVE_ORDER, PERSIST_INDEX,
+    MAP_KEY_VALUE_ORDERED, MAP_PRESERVE_ORDER, MAX_DEPTH, PERSIST_INDEX,
 };
 use crate::wire::op::{FLAG_HAS_LUT, WRITE};
 use crate::wire::particle as p;
@@ -633,9 +633,22 @@ pub fn digest(set: Option<&str>, key: &Key) -> [u8; 20] {
 }
 
 impl Elem {
-    /// The owned form of the next whole value of `r` (nested values included).
+    /// The owned form of the next whole value of `r` (nested values
+    /// included, at most [`MAX_DEPTH`] levels).
     pub fn read(r: &mut Reader<'_>) -> Result<Elem, Error> {
-        Ok(match r.next()? {
+        Elem::read_at(r, 0)
+    }
+
+    fn read_at(r: &mut Reader<'_>, depth: usize) -> Result<Elem, Error> {
+        let at = r.position();
+        let e = r.next()?;
+        if matches!(e, WireElem::List { .. } | WireElem::Map { .. }) && depth >= MAX_DEPTH {
+            return Err(Error {
+                kind: ErrorKind::TooDeep { max: MAX_DEPTH },
+                offset: at,
+            });
+        }
+        Ok(match e {
             WireElem::Nil => Elem::Nil,
             WireElem::Bool(b) => Elem::Bool(b),
             WireElem::Int(i) => Elem::Int(i),
@@ -653,11 +666,11 @@ impl Elem {
             },
             WireElem::List { len, order } => Elem::List {
                 order,
-                items: read_items(r, len)?,
+                items: read_items(r, len, depth + 1)?,
             },
             WireElem::Map { len, order } => Elem::Map {
                 order,
-                entries: read_entries(r, len)?,
+                entries: read_entries(r, len, depth + 1)?,
             },
         })
     }
@@ -665,19 +678,19 @@ impl Elem {
 
 // Lengths come from validated input but are still untrusted: grow as
 // elements are actually read, never reserve by a declared count.
-fn read_items(r: &mut Reader<'_>, len: u32) -> Result<Vec<Elem>, Error> {
+fn read_items(r: &mut Reader<'_>, len: u32, depth: usize) -> Result<Vec<Elem>, Error> {
     let mut items = Vec::new();
     for _ in 0..len {
-        items.push(Elem::read(r)?);
+        items.push(Elem::read_at(r, depth)?);
     }
     Ok(items)
 }
 
-fn read_entries(r: &mut Reader<'_>, len: u32) -> Result<Vec<(Elem, Elem)>, Error> {
+fn read_entries(r: &mut Reader<'_>, len: u32, depth: usize) -> Result<Vec<(Elem, Elem)>, Error> {
     let mut entries = Vec::new();
     for _ in 0..len {
-        let k = Elem::read(r)?;
-        entries.push((k, Elem::read(r)?));
+        let k = Elem::read_at(r, depth)?;
+        entries.push((k, Elem::read_at(r, depth)?));
     }
     Ok(entries)
 }
@@ -703,12 +716,12 @@ impl ValueSpec {
             Value::List { order, items } => ValueSpec::List {
                 order,
                 persist_index: persist(items.raw),
-                items: read_items(&mut Reader::new(items.body), items.len)?,
+                items: read_items(&mut Reader::new(items.body), items.len, 1)?,
             },
             Value::Map { order, items } => ValueSpec::Map {
                 order,
                 persist_index: persist(items.raw),
-                entries: read_entries(&mut Reader::new(items.body), items.len)?,
+                entries: read_entries(&mut Reader::new(items.body), items.len, 1)?,
             },
             Value::Geo(g) => ValueSpec::Geo {
                 flags: g.flags,

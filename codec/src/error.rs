@@ -46,6 +46,8 @@ pub enum ErrorKind {
     BadUtf8 { what: &'static str },
     #[error("malformed msgpack in a list or map: {why}")]
     BadMsgpack { why: &'static str },
+    #[error("lists and maps nested more than {max} levels deep")]
+    TooDeep { max: usize },
     #[error("compressed frame holds a malformed zlib stream")]
     BadZlib,
     #[error("compressed frame declares {declared} inflated bytes but holds {actual}")]

@@ -1034,3 +1034,52 @@ fn bins_iterate_again_after_parse() {
     assert_eq!(first, again);
     assert_eq!(rec.bins.iter().size_hint(), (2, Some(2)));
 }
+
+#[test]
+fn nesting_is_bounded() {
+    let v = OPS_AT + 9;
+    let nested = |levels: usize| {
+        let mut raw = vec![0x91; levels];
+        raw.push(0x01);
+        write(&[write_op(20, "l", &raw)])
+    };
+    let max = wire::msgpack::MAX_DEPTH;
+    let f = nested(max);
+    let rec = wire::parse_message(&f).unwrap();
+    let mut spec = ValueSpec::from_value(&rec.bins.iter().next().unwrap().value).unwrap();
+    let mut levels = 1;
+    while let ValueSpec::List { items, .. } = spec {
+        match items.into_iter().next().unwrap() {
+            Elem::List { order, items } => {
+                levels += 1;
+                spec = ValueSpec::List {
+                    order,
+                    persist_index: false,
+                    items,
+                };
+            }
+            last => {
+                assert_eq!(last, Elem::Int(1));
+                break;
+            }
+        }
+    }
+    assert_eq!(levels, max);
+    assert_eq!(err(&nested(max + 1)), (ErrorKind::TooDeep { max }, v + max));
+    // Deep maps too, and a deep value after a shallow one.
+    let mut raw = vec![0x92, 0x01];
+    for _ in 0..max {
+        raw.extend_from_slice(&[0x81, 0xc0]);
+    }
+    raw.push(0xc0);
+    assert_eq!(
+        err(&write(&[write_op(20, "l", &raw)])),
+        (ErrorKind::TooDeep { max }, v + 2 + 2 * (max - 1))
+    );
+    // The standalone reader: a million levels are refused, not recursed into.
+    let deep = vec![0x91; 1_000_000];
+    let e = Reader::new(&deep).skip_value().unwrap_err();
+    assert_eq!((e.kind, e.offset), (ErrorKind::TooDeep { max }, max));
+    let e = Elem::read(&mut Reader::new(&deep)).unwrap_err();
+    assert_eq!((e.kind, e.offset), (ErrorKind::TooDeep { max }, max));
+}

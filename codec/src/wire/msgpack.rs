@@ -52,6 +52,10 @@ pub enum Elem<'a> {
     },
 }
 
+/// Deepest nesting of lists and maps accepted, the bin's own collection
+/// counting as level 1 (the encoders' `encode::MAX_DEPTH` is the same).
+pub const MAX_DEPTH: usize = 64;
+
 /// List ext flag: ordered.
 pub const LIST_ORDERED: u8 = 0x01;
 /// Map ext flag: key-ordered.
@@ -319,16 +323,43 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips `count` whole values, validating every element on the way.
-    pub fn skip_values(&mut self, mut count: u64) -> Result<(), Error> {
-        while count > 0 {
-            count -= 1;
-            match self.next()? {
-                Elem::List { len, .. } => count += u64::from(len),
-                Elem::Map { len, .. } => count += 2 * u64::from(len),
-                _ => {}
+    /// Collections nested more than [`MAX_DEPTH`] levels are refused.
+    pub fn skip_values(&mut self, count: u64) -> Result<(), Error> {
+        self.skip_nested(count, MAX_DEPTH)
+    }
+
+    /// [`Reader::skip_values`] with values owed per level kept in a fixed
+    /// stack, so that neither recursion nor allocation grows with the input.
+    pub(crate) fn skip_nested(&mut self, count: u64, max_depth: usize) -> Result<(), Error> {
+        let mut owed = [0u64; MAX_DEPTH + 1];
+        let max_depth = max_depth.min(MAX_DEPTH);
+        let mut depth = 0;
+        owed[0] = count;
+        loop {
+            while owed[depth] == 0 {
+                if depth == 0 {
+                    return Ok(());
+                }
+                depth -= 1;
+            }
+            owed[depth] -= 1;
+            let at = self.pos;
+            let n = match self.next()? {
+                Elem::List { len, .. } => u64::from(len),
+                Elem::Map { len, .. } => 2 * u64::from(len),
+                _ => continue,
+            };
+            if n > 0 {
+                if depth >= max_depth {
+                    return Err(Error::at(
+                        ErrorKind::TooDeep { max: MAX_DEPTH },
+                        self.base + at,
+                    ));
+                }
+                depth += 1;
+                owed[depth] = n;
             }
         }
-        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ pub const GEOJSON: u8 = 23;
 
 use crate::error::{Error, ErrorKind};
 use crate::record::{Collection, Geo, Value};
-use crate::wire::msgpack::{Elem, Reader};
+use crate::wire::msgpack::{Elem, Reader, MAX_DEPTH};
 
 /// Decodes and fully validates one bin value of particle type `ptype`;
 /// `base` is where `bytes` start in the frame (for error offsets).
@@ -40,7 +40,8 @@ pub fn decode(ptype: u8, bytes: &[u8], base: usize) -> Result<Value<'_>, Error> 
 /// Walks the elements of a collection: exactly `len × per` values, nothing after.
 fn validate_body(items: Collection<'_>, per: u64, base: usize) -> Result<(), Error> {
     let mut r = Reader::with_base(items.body, base);
-    r.skip_values(u64::from(items.len) * per)?;
+    // The collection itself is level 1: its elements may nest one less.
+    r.skip_nested(u64::from(items.len) * per, MAX_DEPTH - 1)?;
     let extra = items.body.len() - r.position();
     if extra != 0 {
         return Err(Error::at(
