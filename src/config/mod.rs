@@ -237,3 +237,6 @@ impl Compiled {
         s
     }
 }
+
+#[cfg(test)]
+mod tests;

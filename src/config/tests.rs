@@ -1,0 +1,116 @@
+//! The compiled route table answers with the documented precedence: set,
+//! then namespace, then port, then the default.
+
+use std::path::Path;
+
+use sluice_shards::plan::RouteAction;
+
+use super::load_str;
+
+const TEXT: &str = "\
+service:
+  port: [3000, 3001]
+destinations:
+  a:
+    urls: [http://127.0.0.1:1/a]
+  b:
+    urls: [http://127.0.0.1:1/b]
+routing:
+  mode: static-multi-destination
+  destinations: [a]
+namespaces:
+  users:
+    routing:
+      mode: static-multi-destination
+      destinations: [b]
+    sets:
+      quiet:
+        routing:
+          mode: skip
+port-based-config:
+  3001:
+    format:
+      mode: message-pack
+    namespaces:
+      users:
+        sets:
+          loud:
+            routing:
+              mode: static-multi-destination
+              destinations: [a, b]
+";
+
+/// (destination names, format index) of the route a record takes; None = skip.
+fn route(text: &str, port: u16, ns: &str, set: Option<&str>) -> Option<(Vec<String>, usize)> {
+    let c = load_str(text, Path::new(".")).unwrap();
+    let id = c.plan.table.lookup(port, ns, set);
+    match &c.plan.routes[id].action {
+        RouteAction::Skip => None,
+        RouteAction::Deliver {
+            format,
+            destinations,
+        } => Some((
+            destinations
+                .iter()
+                .map(|d| c.plan.destinations[*d].name.clone())
+                .collect(),
+            *format,
+        )),
+    }
+}
+
+#[test]
+fn precedence_set_namespace_port_default() {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // Default: json (format 0) to a.
+    assert_eq!(route(TEXT, 3000, "test", None), Some((names(&["a"]), 0)));
+    // Namespace over default.
+    assert_eq!(
+        route(TEXT, 3000, "users", Some("x")),
+        Some((names(&["b"]), 0))
+    );
+    // Set over namespace.
+    assert_eq!(route(TEXT, 3000, "users", Some("quiet")), None);
+    // Port over default: message-pack, still to a.
+    let (dests, fmt) = route(TEXT, 3001, "test", None).unwrap();
+    assert_eq!(dests, names(&["a"]));
+    assert_ne!(fmt, 0);
+    // A port's set inherits the port's format; its own routing wins.
+    assert_eq!(
+        route(TEXT, 3001, "users", Some("loud")),
+        Some((names(&["a", "b"]), fmt))
+    );
+    // A port-less namespace entry still applies on the port.
+    assert_eq!(route(TEXT, 3001, "users", Some("quiet")), None);
+}
+
+#[test]
+fn identical_formats_are_built_once() {
+    let c = load_str(TEXT, Path::new(".")).unwrap();
+    assert_eq!(c.plan.formats.len(), 2);
+    assert_eq!(c.format_names.len(), 2);
+    assert!(
+        c.format_names[1].starts_with("message-pack"),
+        "{:?}",
+        c.format_names
+    );
+}
+
+#[test]
+fn defaults_are_the_originals() {
+    let c = load_str(TEXT, Path::new(".")).unwrap();
+    let d = &c.plan.destinations[0];
+    assert_eq!(d.version, sluice_shards::plan::HttpVersion::Http2);
+    assert_eq!(d.call_timeout.as_millis(), 1000);
+    assert_eq!(d.connect_timeout.as_millis(), 300);
+    assert_eq!(d.max_connections_per_endpoint, 1);
+    assert_eq!(d.max_requests_queued_per_endpoint, 32768);
+    assert!(d.success.contains(200) && d.success.contains(299) && !d.success.contains(300));
+    assert_eq!(d.connection_ttl, None);
+    assert_eq!(d.gzip_threshold, None);
+    assert_eq!(c.plan.service.max_concurrent_records, 32768);
+    assert!(c.plan.service.ack_buffering);
+    assert_eq!(c.plan.service.listeners[0].addr.to_string(), "0.0.0.0:3000");
+    assert_eq!(c.plan.service.manage, None);
+    assert_eq!(c.logging.ticker.as_secs(), 10);
+}
