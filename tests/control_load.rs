@@ -143,3 +143,33 @@ fn sigterm_under_load_acks_only_what_was_delivered() {
         delivered.load(Ordering::SeqCst)
     );
 }
+
+#[test]
+fn a_bad_reload_keeps_delivering_and_a_good_one_takes_effect() {
+    let (sink_addr, delivered) = sink(Duration::ZERO);
+    let c = start("reload-load", sink_addr);
+    let file = c.config_file();
+    let good = std::fs::read_to_string(&file).unwrap();
+
+    std::fs::write(&file, good.replace("protocol: HTTP_1_1", "protocol: SPDY")).unwrap();
+    c.signal("HUP");
+    c.wait_for("config reload refused");
+    let r = report(gen(c.xdr, &["--records", "200", "--in-flight", "16"]));
+    assert_eq!(r["acked"], 200, "{r}");
+    assert_eq!(delivered.load(Ordering::SeqCst), 200);
+
+    // Routing `skip`: records are acked without reaching the destination.
+    let skip = good.replace(
+        "routing:\n  mode: static-multi-destination\n  destinations: [sink]\n",
+        "routing:\n  mode: skip\n",
+    );
+    assert_ne!(skip, good);
+    std::fs::write(&file, skip).unwrap();
+    c.signal("HUP");
+    c.wait_for("config reloaded");
+    let r = report(gen(c.xdr, &["--records", "100", "--in-flight", "16"]));
+    assert_eq!(r["acked"], 100, "{r}");
+    assert_eq!(delivered.load(Ordering::SeqCst), 200);
+    let text = c.metrics();
+    assert_eq!(count(&text, "sluice_records_skipped_total"), 100, "{text}");
+}
