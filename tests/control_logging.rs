@@ -47,3 +47,28 @@ fn json_log_file_ticker_watch_and_no_secrets() {
     let all = std::fs::read_to_string(&log).unwrap() + &c.stderr.lock().unwrap();
     assert!(!all.contains(SECRET), "a secret reached the log:\n{all}");
 }
+
+#[test]
+fn a_reload_changes_log_levels() {
+    let dir = temp_dir("control-levels");
+    let text = |root: &str| {
+        format!(
+            "service:\n  address: 127.0.0.1\n  port: 0\n\
+             destinations:\n  d:\n    urls: [http://127.0.0.1:9/x]\n\
+             routing:\n  mode: skip\n\
+             logging:\n  file: {}\n  enable-console-logging: false\n  \
+             ticker-interval: 1\n  levels:\n    root: {root}\n",
+            dir.join("sluice.log").display()
+        )
+    };
+    let mut c = Connector::start(dir.clone(), &text("warn"), &[]);
+    let log = dir.join("sluice.log");
+    // At warn, the ticker (info) is filtered out.
+    let before = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!before.contains("received"), "{before}");
+    std::fs::write(c.config_file(), text("info")).unwrap();
+    c.signal("HUP");
+    wait_in_file(&log, "received 0/s");
+    c.signal("TERM");
+    assert_eq!(c.child.wait().unwrap().code(), Some(0));
+}

@@ -198,7 +198,10 @@ pub fn run(args: RunArgs) -> ExitCode {
         drain: Duration::from_secs_f64(args.drain_timeout),
         ticker: compiled.logging.ticker,
         manage,
-        listen: args.listen.clone(),
+        reload: control::ReloadOptions {
+            listen: args.listen.clone(),
+            log_level: args.log_level.clone(),
+        },
     };
     let controlled = control::run(plane.clone(), plan, opts, |manage| {
         let manage = manage

@@ -6,7 +6,7 @@
 //! prints the plan's headers or key files' contents.
 
 use std::fs::OpenOptions;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -84,11 +84,33 @@ pub fn init(cfg: &LoggingConfig, cli_level: Option<&str>) -> Result<(), LoggingE
             })?;
         layers.push(layer(cfg.format, Mutex::new(file), false));
     }
+    // The filter sits behind a reload layer so that a config reload can
+    // change levels; outputs and format need a restart.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(layers)
         .with(filter)
         .try_init()
-        .map_err(|_| LoggingError::Installed)
+        .map_err(|_| LoggingError::Installed)?;
+    let _ = RELOAD.set(Box::new(move |f| {
+        handle.reload(f).map_err(|e| e.to_string())
+    }));
+    Ok(())
+}
+
+type Reloader = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static RELOAD: OnceLock<Reloader> = OnceLock::new();
+
+/// Applies new levels to the installed logger (after a config reload).
+pub fn set_levels(cfg: &LoggingConfig, cli_level: Option<&str>) -> Result<(), LoggingError> {
+    let d = directives(cfg, cli_level);
+    let filter =
+        EnvFilter::try_new(&d).map_err(|e| LoggingError::Filter(d.clone(), e.to_string()))?;
+    match RELOAD.get() {
+        Some(reload) => reload(filter).map_err(|e| LoggingError::Filter(d, e)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -138,9 +138,16 @@ pub struct ControlOptions {
     pub drain: Duration,
     pub ticker: Duration,
     pub manage: Option<SocketAddr>,
-    /// `--listen`: replaces the file's plain listeners, at start and on
-    /// every reload.
+    pub reload: ReloadOptions,
+}
+
+/// Command-line settings that every reload applies over the file.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadOptions {
+    /// `--listen`: replaces the file's plain listeners.
     pub listen: Vec<SocketAddr>,
+    /// `--log-level`: the root level over `logging.levels.root`.
+    pub log_level: Option<String>,
 }
 
 /// Applies `--listen` (plain TCP listeners instead of the file's).
@@ -198,16 +205,20 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Loads the file again and hands the plan over; a bad file changes nothing.
-pub fn reload(shared: &Shared, path: &std::path::Path, listen: &[SocketAddr]) -> bool {
+pub fn reload(shared: &Shared, path: &std::path::Path, opts: &ReloadOptions) -> bool {
     match crate::config::load(path) {
         Ok(compiled) => {
             let mut plan = compiled.plan;
-            override_listeners(&mut plan, listen);
+            override_listeners(&mut plan, &opts.listen);
             let plan = Arc::new(plan);
             shared.plane.reload(plan.clone());
             shared.set_plan(plan);
             shared.counters.reloads_ok.fetch_add(1, Ordering::Relaxed);
             tracing::info!("config reloaded from {}", path.display());
+            // After the line above, so that it is logged at the old levels.
+            if let Err(e) = logging::set_levels(&compiled.logging, opts.log_level.as_deref()) {
+                tracing::warn!("log levels not changed: {e}");
+            }
             true
         }
         Err(errors) => {
@@ -259,7 +270,7 @@ pub fn run(
         select! {
             recv(sig) -> msg => match msg {
                 Ok(Signal::Reload) => {
-                    reload(&shared, &opts.config, &opts.listen);
+                    reload(&shared, &opts.config, &opts.reload);
                     last_stamp = stamp(&opts.config);
                 }
                 Ok(Signal::Stop) | Err(_) => break,
@@ -269,7 +280,7 @@ pub fn run(
                     let now = stamp(&opts.config);
                     if now.is_some() && now != last_stamp {
                         last_stamp = now;
-                        reload(&shared, &opts.config, &opts.listen);
+                        reload(&shared, &opts.config, &opts.reload);
                     }
                 }
                 ticker.maybe_log(&*shared.plane);

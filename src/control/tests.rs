@@ -64,7 +64,7 @@ fn a_bad_reload_keeps_the_old_plan() {
         GOOD.replace("call-timeout: 1500", "call-timeout: soon"),
     )
     .unwrap();
-    assert!(!reload(&shared, &file, &[]));
+    assert!(!reload(&shared, &file, &Default::default()));
     assert!(plane.plans.lock().unwrap().is_empty());
     assert_eq!(
         shared.current_plan().destinations[0].call_timeout,
@@ -77,7 +77,7 @@ fn a_bad_reload_keeps_the_old_plan() {
         GOOD.replace("call-timeout: 1500", "call-timeout: 700"),
     )
     .unwrap();
-    assert!(reload(&shared, &file, &[]));
+    assert!(reload(&shared, &file, &Default::default()));
     let handed = plane.plans.lock().unwrap().clone();
     assert_eq!(handed.len(), 1);
     assert_eq!(
