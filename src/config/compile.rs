@@ -71,6 +71,13 @@ impl Level {
 /// Compiles the whole file. `base` is the directory relative file names
 /// (PEM files, schema files) are resolved against.
 pub fn compile(ctx: &mut Ctx, root: &Value, base: &Path) -> Option<Compiled> {
+    if root.is_null() {
+        ctx.err(
+            "",
+            "the config is empty: it needs at least `destinations` and `routing`",
+        );
+        return None;
+    }
     let top = ctx.obj(
         "",
         root,
