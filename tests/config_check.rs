@@ -459,3 +459,26 @@ port-based-config:
         "{err}"
     );
 }
+
+#[test]
+fn run_refuses_bad_flags() {
+    let dir = Dir::new("flags");
+    let file = dir.write("sluice.yml", BASE);
+    let file = file.to_str().unwrap();
+    for (flags, words) in [
+        (
+            &["--cores", "3-1"][..],
+            "--cores: `3-1` is not a CPU number or range",
+        ),
+        (&["--shards", "0"][..], "--shards must be at least 1"),
+        (
+            &["--cores", "0,1", "--shards", "3"][..],
+            "--shards 3 does not match the 2 CPUs",
+        ),
+    ] {
+        let out = sluice(&[&["run", "--config", file][..], flags].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(words), "{flags:?}: {err}");
+    }
+}
