@@ -19,7 +19,7 @@ use sluice_codec::ack;
 use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 
 use crate::ackq::{AckQueue, Seq, SharedAcks};
-use crate::plan::RouteAction;
+use crate::plan::{RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
 
 /// Initial read buffer; it grows only for a frame larger than it.
@@ -158,14 +158,13 @@ impl Session {
             Prepared::Deliver {
                 body,
                 content_type,
-                destinations,
+                route,
             } => {
                 let acks = self.acks.clone();
                 let ctx = self.ctx.clone();
                 glommio::spawn_local(async move {
                     let deadline = received + RECORD_DEADLINE;
-                    let ok =
-                        deliver(&plan, &destinations, body, content_type, deadline, &ctx).await;
+                    let ok = deliver(&plan, route, body, content_type, deadline, &ctx).await;
                     let result = if ok { ack::OK } else { ack::UNAVAILABLE };
                     acks.borrow_mut().decide(seq, result);
                     ctx.stats.in_flight.fetch_sub(1, Relaxed);
@@ -194,15 +193,12 @@ impl Session {
             stats.skipped.fetch_add(1, Relaxed);
             return Prepared::Answer(ack::OK);
         };
-        let (format, destinations) = match &route.action {
+        let format = match &route.action {
             RouteAction::Skip => {
                 stats.skipped.fetch_add(1, Relaxed);
                 return Prepared::Answer(ack::OK);
             }
-            RouteAction::Deliver {
-                format,
-                destinations,
-            } => (*format, destinations),
+            RouteAction::Deliver { format, .. } => *format,
         };
         let Some(fmt) = p.formats.get(format) else {
             stats.skipped.fetch_add(1, Relaxed);
@@ -218,7 +214,7 @@ impl Session {
         Prepared::Deliver {
             body: Bytes::from(out),
             content_type: fmt.encoder.content_type(),
-            destinations: destinations.clone(),
+            route: route_id,
         }
     }
 
@@ -233,7 +229,9 @@ enum Prepared {
     Deliver {
         body: Bytes,
         content_type: &'static str,
-        destinations: Vec<usize>,
+        /// The route's destinations are looked up again by the delivery
+        /// task: nothing is cloned per record.
+        route: RouteId,
     },
 }
 
@@ -241,12 +239,16 @@ enum Prepared {
 /// accepted only when every one accepted. Undecided at shutdown's end: 11.
 async fn deliver(
     plan: &ShardPlan,
-    destinations: &[usize],
+    route: RouteId,
     body: Bytes,
     content_type: &'static str,
     deadline: Instant,
     ctx: &ShardCtx,
 ) -> bool {
+    let destinations: &[usize] = match plan.plan.routes.get(route).map(|r| &r.action) {
+        Some(RouteAction::Deliver { destinations, .. }) => destinations,
+        _ => return false,
+    };
     let all = async {
         if let [only] = destinations {
             return match plan.pools.get(*only) {
