@@ -113,6 +113,19 @@ fn metrics_match_what_gen_and_the_sink_counted() {
     );
     assert_eq!(delivered.load(Ordering::SeqCst), 2000);
     assert_eq!(count(&text, "sluice_records_in_flight"), 0, "{text}");
+    assert_eq!(
+        count(
+            &text,
+            "sluice_destination_delivered_total{destination=\"sink\"}"
+        ),
+        2000,
+        "{text}"
+    );
+    assert_eq!(
+        count(&text, "sluice_sessions_accepted_total"),
+        r["connects"].as_u64().unwrap(),
+        "{text}"
+    );
 }
 
 #[test]

@@ -101,6 +101,9 @@ pub struct DestinationSnapshot {
     pub failures: u64,
     pub retries: u64,
     pub timeouts: u64,
+    /// Records accepted / failed for good (after retries).
+    pub delivered: u64,
+    pub failed: u64,
     pub endpoints: Vec<EndpointSnapshot>,
     pub latency: LatencySnapshot,
 }
@@ -121,6 +124,11 @@ pub struct Snapshot {
     pub bytes_out: u64,
     pub in_flight: i64,
     pub sessions: i64,
+    pub sessions_total: u64,
+    /// Connections closed because their bytes could not be framed.
+    pub frames_rejected: u64,
+    /// Ack writes (each may carry several acks).
+    pub ack_writes: u64,
     pub destinations: Vec<DestinationSnapshot>,
     /// XDR receive → ack.
     pub ack_latency: LatencySnapshot,
@@ -152,6 +160,9 @@ impl Snapshot {
             s.bytes_out += load(&shard.bytes_out);
             s.in_flight += gauge(&shard.in_flight);
             s.sessions += gauge(&shard.sessions);
+            s.sessions_total += load(&shard.sessions_total);
+            s.frames_rejected += load(&shard.frames_rejected);
+            s.ack_writes += load(&shard.ack_writes);
             for d in shard.destinations() {
                 let i = match s.destinations.iter().position(|x| x.name == d.name) {
                     Some(i) => i,
@@ -179,6 +190,8 @@ impl Snapshot {
                 m.failures += load(&d.errors);
                 m.retries += load(&d.retries);
                 m.timeouts += load(&d.timeouts);
+                m.delivered += load(&d.delivered);
+                m.failed += load(&d.failed);
                 // An endpoint is healthy when any shard can use it.
                 for (e, seen) in d.endpoints.iter().zip(m.endpoints.iter_mut()) {
                     seen.healthy |= load(&e.healthy) != 0;
@@ -298,6 +311,24 @@ impl Collector for SnapshotCollector {
             "Open XDR connections",
             s.sessions,
         )?;
+        counter(
+            &mut e,
+            "sluice_sessions_accepted",
+            "XDR connections accepted",
+            s.sessions_total,
+        )?;
+        counter(
+            &mut e,
+            "sluice_frames_rejected",
+            "Connections closed because their bytes could not be framed",
+            s.frames_rejected,
+        )?;
+        counter(
+            &mut e,
+            "sluice_ack_writes",
+            "Socket writes carrying acks",
+            s.ack_writes,
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "sluice_destination_responses",
@@ -328,6 +359,16 @@ impl Collector for SnapshotCollector {
                 "sluice_destination_timeouts",
                 "Requests past call-timeout",
                 |d| d.timeouts,
+            ),
+            (
+                "sluice_destination_delivered",
+                "Records the destination accepted",
+                |d| d.delivered,
+            ),
+            (
+                "sluice_destination_failed",
+                "Records that failed for good (after retries)",
+                |d| d.failed,
             ),
         ] {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
