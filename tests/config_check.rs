@@ -159,19 +159,24 @@ port-based-config:
 }
 
 #[test]
-fn example_config_is_valid() {
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/example-esp-outbound.yml"
-    );
-    let out = sluice(&["check-config", example]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("<- port 8905"), "{stdout}");
+fn example_configs_are_valid() {
+    for (file, expect) in [
+        ("example-esp-outbound.yml", "<- port 8905"),
+        (
+            "minimal.yml",
+            "[0] deliver format [0] to webhook  <- default",
+        ),
+    ] {
+        let path = format!("{}/config/{file}", env!("CARGO_MANIFEST_DIR"));
+        let out = sluice(&["check-config", &path]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(expect), "{file}: {stdout}");
+    }
 }
 
 #[test]
