@@ -5,12 +5,20 @@
 //! orchestrator. One thread accepts; each connection is answered on a short
 //! thread and closed (`Connection: close`), so no keep-alive state is kept.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{metrics, Shared};
+
+/// Connections answered at the same time; more get a 503 at once.
+const MAX_CONNECTIONS: usize = 32;
+/// A request head longer than this is cut (nothing here needs more).
+const MAX_HEAD: u64 = 16 * 1024;
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
 
 /// Binds the manage address and serves it on a background thread.
 pub fn spawn(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
@@ -19,17 +27,27 @@ pub fn spawn(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAdd
     std::thread::Builder::new()
         .name("sluice-manage".into())
         .spawn(move || {
+            let active = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+                let Ok(mut conn) = conn else { continue };
+                // A bounded number of threads, whatever the clients do.
+                if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    let _ = conn.write_all(BUSY);
+                    continue;
+                }
                 let shared = shared.clone();
+                let done = active.clone();
                 let spawned = std::thread::Builder::new()
                     .name("sluice-manage-conn".into())
                     .spawn(move || {
                         if let Err(e) = answer(conn, &shared) {
                             tracing::debug!("manage API connection: {e}");
                         }
+                        done.fetch_sub(1, Ordering::AcqRel);
                     });
                 if let Err(e) = spawned {
+                    active.fetch_sub(1, Ordering::AcqRel);
                     tracing::warn!("manage API: cannot start a thread: {e}");
                 }
             }
@@ -39,7 +57,7 @@ pub fn spawn(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAdd
 
 fn answer(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut reader = BufReader::new(conn.try_clone()?.take(MAX_HEAD));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // Skip the headers: nothing in them changes the answer.
