@@ -8,6 +8,7 @@
 //! retries), with [`rt`] holding the glommio glue and [`stats`] the counters.
 
 pub mod ackq;
+pub mod batch;
 pub mod dest;
 pub mod plan;
 pub mod rt;

@@ -19,6 +19,7 @@ use sluice_codec::ack;
 use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 
 use crate::ackq::{AckQueue, Seq, SharedAcks};
+use crate::batch::{Batcher, Member};
 use crate::plan::{RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
 
@@ -45,6 +46,7 @@ where
         peer,
         acks: acks.clone(),
         scratch: Vec::new(),
+        out: Vec::new(),
     };
     futures_lite::future::or(session.read_loop(reader), async {
         ctx.stopping.wait().await;
@@ -68,6 +70,8 @@ struct Session {
     acks: SharedAcks,
     /// Inflated compressed frames.
     scratch: Vec<u8>,
+    /// Records encoded for a batch (copied into the batch body).
+    out: Vec<u8>,
 }
 
 impl Session {
@@ -155,6 +159,15 @@ impl Session {
                 self.decide(seq, result);
                 drop(permit);
             }
+            Prepared::Batch(batcher) => {
+                let member = Member {
+                    acks: self.acks.clone(),
+                    seq,
+                    permit,
+                    received,
+                };
+                batcher.add(&plan, &self.ctx, &self.out, member);
+            }
             Prepared::Deliver {
                 body,
                 content_type,
@@ -204,15 +217,29 @@ impl Session {
             stats.skipped.fetch_add(1, Relaxed);
             return Prepared::Answer(ack::OK);
         };
-        let mut out = Vec::with_capacity(frame.len() * 2);
-        if let Err(e) = fmt.encoder.encode(&rec, &fmt.bins, unix_ms(), &mut out) {
+        let batcher = plan.batchers.get(route_id).and_then(Option::as_ref);
+        let mut fresh = Vec::new();
+        let out = match batcher {
+            Some(_) => {
+                self.out.clear();
+                &mut self.out
+            }
+            None => {
+                fresh.reserve(frame.len() * 2);
+                &mut fresh
+            }
+        };
+        if let Err(e) = fmt.encoder.encode(&rec, &fmt.bins, unix_ms(), out) {
             stats.encode_errors.fetch_add(1, Relaxed);
             tracing::warn!(shard = self.ctx.index, namespace = rec.namespace, set = ?rec.set,
                 error = %e, "record cannot be encoded; answered 4 (XDR abandons it)");
             return Prepared::Answer(ack::PARAMETER);
         }
+        if let Some(b) = batcher {
+            return Prepared::Batch(b.clone());
+        }
         Prepared::Deliver {
-            body: Bytes::from(out),
+            body: Bytes::from(fresh),
             content_type: fmt.encoder.content_type(),
             route: route_id,
         }
@@ -226,6 +253,8 @@ impl Session {
 
 enum Prepared {
     Answer(u8),
+    /// Encoded into `Session::out`, to join the route's open batch.
+    Batch(Rc<Batcher>),
     Deliver {
         body: Bytes,
         content_type: &'static str,
@@ -237,7 +266,7 @@ enum Prepared {
 
 /// Step 5: the body goes to every routed destination at once; the record is
 /// accepted only when every one accepted. Undecided at shutdown's end: 11.
-async fn deliver(
+pub(crate) async fn deliver(
     plan: &ShardPlan,
     route: RouteId,
     body: Bytes,

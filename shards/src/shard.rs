@@ -15,8 +15,9 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::net::TcpListener;
 use glommio::sync::Semaphore;
 
+use crate::batch::Batcher;
 use crate::dest::Pool;
-use crate::plan::Plan;
+use crate::plan::{Plan, RouteAction};
 use crate::stats::ShardStats;
 use crate::{Control, StartError};
 
@@ -61,6 +62,29 @@ impl Latch {
 pub struct ShardPlan {
     pub plan: Arc<Plan>,
     pub pools: Vec<Rc<Pool>>,
+    /// The open batch of each route that batches, indexed like `plan.routes`.
+    pub batchers: Vec<Option<Rc<Batcher>>>,
+}
+
+impl ShardPlan {
+    fn new(plan: Arc<Plan>, pools: Vec<Rc<Pool>>) -> Self {
+        let batchers = plan
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match (&r.batching, &r.action) {
+                (Some(b), RouteAction::Deliver { format, .. }) => {
+                    Some(Rc::new(Batcher::new(i, *format, b.clone())))
+                }
+                _ => None,
+            })
+            .collect();
+        ShardPlan {
+            plan,
+            pools,
+            batchers,
+        }
+    }
 }
 
 /// What every task of a shard shares (single-threaded: `Rc`, `Cell`).
@@ -88,7 +112,7 @@ impl ShardCtx {
     fn reload(&self, plan: Arc<Plan>) {
         let old = self.plan();
         let pools = build_pools(&plan, &old.pools, &self.stats);
-        *self.current.borrow_mut() = Rc::new(ShardPlan { plan, pools });
+        *self.current.borrow_mut() = Rc::new(ShardPlan::new(plan, pools));
     }
 }
 
@@ -147,10 +171,7 @@ pub async fn run(args: ShardArgs) {
     let ctx = Rc::new(ShardCtx {
         index: args.index,
         stats: args.stats,
-        current: RefCell::new(Rc::new(ShardPlan {
-            plan: args.plan.clone(),
-            pools,
-        })),
+        current: RefCell::new(Rc::new(ShardPlan::new(args.plan.clone(), pools))),
         permits: Rc::new(Semaphore::new(share.max(1) as u64)),
         stopping: Latch::default(),
         expired: Latch::default(),

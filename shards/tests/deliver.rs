@@ -299,3 +299,34 @@ fn retries_turn_a_passing_503_into_0() {
     assert_eq!(send_records(&rt, 1..=1), oks(1..=1, 0));
     assert_eq!(calls.load(Relaxed), 2);
 }
+
+#[test]
+fn batches_leave_at_max_records_or_the_interval() {
+    let server = TestServer::start(Proto::H2c, None, always(200));
+    let mut p = plan(
+        vec![destination("b", HttpVersion::Http2, &[url(&server, "/")])],
+        Encoder::json(),
+    );
+    p.routes[0].batching = Some(sluice_shards::plan::BatchPlan {
+        max_records: 5,
+        max_bytes: 1 << 20,
+        interval: Duration::from_millis(100),
+    });
+    let rt = start(p);
+    assert_eq!(send_records(&rt, 1..=12), oks(1..=12, 0));
+    let got = server.received.lock().unwrap().clone();
+    let mut sizes: Vec<usize> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.headers["content-type"], "application/x-ndjson");
+            let text = std::str::from_utf8(&r.body).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .inspect(|v| assert_eq!(v["msg"], "write"))
+                .count()
+        })
+        .collect();
+    sizes.sort();
+    // Two full batches of 5, and the last 2 sent by the interval.
+    assert_eq!(sizes, vec![2, 5, 5]);
+}
