@@ -35,14 +35,24 @@ pub struct RunArgs {
     )]
     pub listen: Vec<SocketAddr>,
     /// Root log level (trace, debug, info, warn, error), over `logging.levels.root`.
-    #[arg(long, env = "SLUICE_LOG_LEVEL", value_name = "LEVEL")]
+    #[arg(
+        long,
+        env = "SLUICE_LOG_LEVEL",
+        value_name = "LEVEL",
+        value_parser = ["trace", "debug", "info", "warn", "error", "off"]
+    )]
     pub log_level: Option<String>,
     /// Reload the config when the file changes (as on SIGHUP).
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_WATCH")]
     pub watch: bool,
     /// Seconds records in flight get to finish at shutdown before the rest
     /// is answered with the retry code.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "SLUICE_DRAIN_TIMEOUT",
+        default_value_t = 10.0,
+        value_name = "SECONDS"
+    )]
     pub drain_timeout: f64,
 }
 
