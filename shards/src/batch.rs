@@ -6,7 +6,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -65,7 +64,7 @@ impl Batcher {
     ) {
         let Some(fmt) = plan.plan.formats.get(self.format) else {
             m.acks.borrow_mut().decide(m.seq, ack::UNAVAILABLE);
-            ctx.stats.in_flight.fetch_sub(1, Relaxed);
+            ctx.record_done(m.received);
             return;
         };
         let full = {
@@ -135,7 +134,7 @@ impl Batcher {
             let result = if ok { ack::OK } else { ack::UNAVAILABLE };
             for m in members {
                 m.acks.borrow_mut().decide(m.seq, result);
-                ctx.stats.in_flight.fetch_sub(1, Relaxed);
+                ctx.record_done(m.received);
             }
         })
         .detach();

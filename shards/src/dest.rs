@@ -55,6 +55,8 @@ pub struct Pool {
     endpoints: Vec<Endpoint>,
     stats: Arc<DestinationStats>,
     rng: Cell<u64>,
+    /// Request sent → answered or failed, microseconds.
+    latency: RefCell<hdrhistogram::Histogram<u64>>,
 }
 
 struct Endpoint {
@@ -135,6 +137,7 @@ impl Pool {
             key,
             endpoints,
             stats,
+            latency: RefCell::new(crate::stats::micros_histogram()),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (Instant::now().elapsed().as_nanos() as u64)),
         }
     }
@@ -145,6 +148,11 @@ impl Pool {
 
     pub fn name(&self) -> &str {
         &self.plan.name
+    }
+
+    /// A copy of the request latency histogram.
+    pub fn latency(&self) -> hdrhistogram::Histogram<u64> {
+        self.latency.borrow().clone()
     }
 
     /// Delivers one body, retrying retryable failures with exponential
@@ -264,6 +272,7 @@ impl Pool {
             .call_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
         let req = self.request(ep, body, gzip, content_type);
+        let sent = Instant::now();
         let call = async {
             match self.plan.version {
                 HttpVersion::Http2 => self.send_h2(i, req, body.clone()).await,
@@ -275,6 +284,7 @@ impl Pool {
             None
         })
         .await;
+        crate::stats::record_since(&mut self.latency.borrow_mut(), sent);
         ep.in_flight.set(ep.in_flight.get() - 1);
         if let Some(s) = ep_stats {
             s.in_flight.fetch_sub(1, Relaxed);

@@ -75,6 +75,8 @@ pub enum StartError {
 pub enum Control {
     Reload(Arc<Plan>),
     Shutdown(Duration),
+    /// Copy the shard's latency histograms into the reply channel.
+    Histograms(Sender<stats::ShardHistograms>),
 }
 
 /// The running shards.
@@ -204,6 +206,25 @@ impl Runtime {
             }
         }
         result
+    }
+
+    /// Every shard's latency histograms (receive → ack, per-destination
+    /// requests), asked over the control channels; a shard that does not
+    /// answer within `timeout` is left out.
+    pub fn histograms(&self, timeout: Duration) -> Vec<stats::ShardHistograms> {
+        let until = std::time::Instant::now() + timeout;
+        let replies: Vec<_> = self
+            .shards
+            .iter()
+            .filter_map(|s| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                s.control.send(Control::Histograms(tx)).ok().map(|()| rx)
+            })
+            .collect();
+        replies
+            .into_iter()
+            .filter_map(|rx| rx.recv_deadline(until).ok())
+            .collect()
     }
 
     /// Per-shard counters, for the control thread.

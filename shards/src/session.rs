@@ -18,7 +18,7 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use sluice_codec::ack;
 use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 
-use crate::ackq::{AckQueue, Seq, SharedAcks};
+use crate::ackq::{AckQueue, SharedAcks};
 use crate::batch::{Batcher, Member};
 use crate::plan::{RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
@@ -156,7 +156,8 @@ impl Session {
         let plan = self.ctx.plan();
         match self.prepare(&plan, frame) {
             Prepared::Answer(result) => {
-                self.decide(seq, result);
+                self.acks.borrow_mut().decide(seq, result);
+                self.ctx.record_done(received);
                 drop(permit);
             }
             Prepared::Batch(batcher) => {
@@ -180,7 +181,7 @@ impl Session {
                     let ok = deliver(&plan, route, body, content_type, deadline, &ctx).await;
                     let result = if ok { ack::OK } else { ack::UNAVAILABLE };
                     acks.borrow_mut().decide(seq, result);
-                    ctx.stats.in_flight.fetch_sub(1, Relaxed);
+                    ctx.record_done(received);
                     drop(permit);
                 })
                 .detach();
@@ -243,11 +244,6 @@ impl Session {
             content_type: fmt.encoder.content_type(),
             route: route_id,
         }
-    }
-
-    fn decide(&self, seq: Seq, result: u8) {
-        self.acks.borrow_mut().decide(seq, result);
-        self.ctx.stats.in_flight.fetch_sub(1, Relaxed);
     }
 }
 

@@ -18,7 +18,7 @@ use glommio::sync::Semaphore;
 use crate::batch::Batcher;
 use crate::dest::Pool;
 use crate::plan::{Plan, RouteAction};
-use crate::stats::ShardStats;
+use crate::stats::{ShardHistograms, ShardStats};
 use crate::{Control, StartError};
 
 /// How often a shard looks at its control channel (crossbeam blocks; the
@@ -99,9 +99,30 @@ pub struct ShardCtx {
     pub stopping: Latch,
     /// Set when the drain time is over: undecided records answer 11.
     pub expired: Latch,
+    /// Receive → ack decided, microseconds.
+    pub ack_latency: RefCell<hdrhistogram::Histogram<u64>>,
 }
 
 impl ShardCtx {
+    /// Counts one decided record: in flight no more, its latency recorded.
+    pub fn record_done(&self, received: Instant) {
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+        crate::stats::record_since(&mut self.ack_latency.borrow_mut(), received);
+    }
+
+    fn histograms(&self) -> ShardHistograms {
+        ShardHistograms {
+            shard: self.index,
+            ack: self.ack_latency.borrow().clone(),
+            destinations: self
+                .plan()
+                .pools
+                .iter()
+                .map(|p| (p.name().to_string(), p.latency()))
+                .collect(),
+        }
+    }
+
     /// The plan new records use.
     pub fn plan(&self) -> Rc<ShardPlan> {
         self.current.borrow().clone()
@@ -175,6 +196,7 @@ pub async fn run(args: ShardArgs) {
         permits: Rc::new(Semaphore::new(share.max(1) as u64)),
         stopping: Latch::default(),
         expired: Latch::default(),
+        ack_latency: RefCell::new(crate::stats::micros_histogram()),
     });
     let mut accepts = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
@@ -194,6 +216,9 @@ pub async fn run(args: ShardArgs) {
         match args.control.try_recv() {
             Ok(Control::Reload(plan)) => ctx.reload(plan),
             Ok(Control::Shutdown(drain)) => break drain,
+            Ok(Control::Histograms(reply)) => {
+                let _ = reply.send(ctx.histograms());
+            }
             Err(TryRecvError::Disconnected) => break Duration::ZERO,
             Err(TryRecvError::Empty) => glommio::timer::sleep(CONTROL_POLL).await,
         }

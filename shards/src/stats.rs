@@ -131,6 +131,30 @@ pub struct EndpointStats {
     pub connect_errors: AtomicU64,
 }
 
+/// Latency histograms of one shard, copied out on request (the control
+/// thread asks over the shard's control channel; recording stays local).
+#[derive(Debug, Clone)]
+pub struct ShardHistograms {
+    pub shard: usize,
+    /// Receive → ack decided, microseconds.
+    pub ack: hdrhistogram::Histogram<u64>,
+    /// Per destination: request sent → answer (or failure), microseconds.
+    pub destinations: Vec<(String, hdrhistogram::Histogram<u64>)>,
+}
+
+/// A histogram of microseconds from 1 µs to 60 s, 3 significant figures.
+pub fn micros_histogram() -> hdrhistogram::Histogram<u64> {
+    // Constant, valid bounds: creation cannot fail.
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+        .expect("1 µs .. 60 s at 3 significant figures are valid bounds")
+}
+
+/// Records the time since `since` in microseconds (clamped to the bounds).
+pub fn record_since(h: &mut hdrhistogram::Histogram<u64>, since: std::time::Instant) {
+    let us = (since.elapsed().as_micros() as u64).clamp(1, 60_000_000);
+    h.saturating_record(us);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
