@@ -66,6 +66,9 @@ struct Endpoint {
     in_flight: Cell<usize>,
     down_until: Cell<Option<Instant>>,
     failures: Cell<u32>,
+    /// Consecutive health-check results (successes, failures).
+    checks_ok: Cell<u32>,
+    checks_failed: Cell<u32>,
     /// HTTP/2: multiplexed connections, up to max-connections-per-endpoint.
     h2: RefCell<Vec<H2Conn>>,
     /// HTTP/1.1: idle keep-alive connections.
@@ -122,6 +125,8 @@ impl Pool {
                     in_flight: Cell::new(0),
                     down_until: Cell::new(None),
                     failures: Cell::new(0),
+                    checks_ok: Cell::new(0),
+                    checks_failed: Cell::new(0),
                     h2: RefCell::new(Vec::new()),
                     h1_idle: RefCell::new(Vec::new()),
                     slots: Rc::new(Semaphore::new(conns as u64)),
@@ -148,6 +153,97 @@ impl Pool {
 
     pub fn name(&self) -> &str {
         &self.plan.name
+    }
+
+    /// Runs the destination's `health-check` (if any) on this shard for as
+    /// long as the pool lives: `unhealthy-threshold` failures in a row take
+    /// an endpoint out of the rotation until `healthy-threshold` successes
+    /// in a row bring it back.
+    pub fn start_health_checks(self: &Rc<Self>) {
+        let Some(hc) = self.plan.health_check.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(hc.interval.max(Duration::from_millis(10))).await;
+                let Some(pool) = weak.upgrade() else {
+                    return;
+                };
+                for i in 0..pool.endpoints.len() {
+                    let ok = pool.check(i, &hc).await;
+                    pool.count_check(i, ok, &hc);
+                }
+            }
+        })
+        .detach();
+    }
+
+    async fn check(&self, i: usize, hc: &crate::plan::HealthCheckPlan) -> bool {
+        let ep = &self.endpoints[i];
+        let mut req = self.request(ep, &Bytes::new(), false, "text/plain");
+        *req.method_mut() = hc.method.clone();
+        let uri = format!(
+            "{}://{}{}",
+            ep.uri.scheme_str().unwrap_or("http"),
+            ep.host_header.to_str().unwrap_or(""),
+            hc.path
+        );
+        let Ok(uri) = uri.parse::<http::Uri>() else {
+            return false;
+        };
+        *req.uri_mut() = match self.plan.version {
+            HttpVersion::Http2 => uri,
+            HttpVersion::Http1 => uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .parse()
+                .unwrap_or_else(|_| http::Uri::from_static("/")),
+        };
+        req.headers_mut().remove(http::header::CONTENT_TYPE);
+        let call = async {
+            match self.plan.version {
+                HttpVersion::Http2 => self.send_h2(i, req, Bytes::new()).await,
+                HttpVersion::Http1 => self.send_h1(i, req, Bytes::new()).await,
+            }
+        };
+        let answer = futures_lite::future::or(async { Some(call.await) }, async {
+            glommio::timer::sleep(hc.call_timeout.max(Duration::from_millis(1))).await;
+            None
+        })
+        .await;
+        matches!(answer, Some(Ok((status, _))) if self.plan.success.contains(status))
+    }
+
+    fn count_check(&self, i: usize, ok: bool, hc: &crate::plan::HealthCheckPlan) {
+        let ep = &self.endpoints[i];
+        let stats = self.stats.endpoints.get(i);
+        if ok {
+            ep.checks_failed.set(0);
+            ep.checks_ok.set(ep.checks_ok.get().saturating_add(1));
+            if ep.checks_ok.get() >= hc.healthy_threshold.max(1) && ep.down_until.get().is_some() {
+                ep.down_until.set(None);
+                ep.failures.set(0);
+                tracing::info!(destination = %self.plan.name, url = %ep.plan.url, "endpoint healthy again");
+                if let Some(s) = stats {
+                    s.healthy.store(1, Relaxed);
+                }
+            }
+        } else {
+            ep.checks_ok.set(0);
+            ep.checks_failed
+                .set(ep.checks_failed.get().saturating_add(1));
+            if ep.checks_failed.get() >= hc.unhealthy_threshold.max(1) {
+                // Out until the checks pass again (an hour is "until then").
+                ep.down_until
+                    .set(Some(Instant::now() + Duration::from_secs(3600)));
+                tracing::warn!(destination = %self.plan.name, url = %ep.plan.url, "endpoint failed its health checks");
+                if let Some(s) = stats {
+                    s.healthy.store(0, Relaxed);
+                }
+            }
+        }
     }
 
     /// A copy of the request latency histogram.
@@ -518,13 +614,16 @@ impl Pool {
         }
         let result = self.connect_stream_inner(ep).await;
         match &result {
-            Ok(_) => {
+            Ok(_) if ep.checks_failed.get() == 0 => {
+                // An endpoint out by its health checks stays out until
+                // they pass, whatever a connect says.
                 ep.failures.set(0);
                 ep.down_until.set(None);
                 if let Some(s) = stats {
                     s.healthy.store(1, Relaxed);
                 }
             }
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(destination = %self.plan.name, error = %e, "endpoint connect failed");
                 self.mark_down(i);

@@ -146,9 +146,11 @@ fn build_pools(plan: &Plan, old: &[Rc<Pool>], stats: &ShardStats) -> Vec<Rc<Pool
         .iter()
         .map(|d| {
             let key = Pool::key_of(d);
-            by_key
-                .remove(&key)
-                .unwrap_or_else(|| Rc::new(Pool::new(d.clone(), key, stats)))
+            by_key.remove(&key).unwrap_or_else(|| {
+                let pool = Rc::new(Pool::new(d.clone(), key, stats));
+                pool.start_health_checks();
+                pool
+            })
         })
         .collect()
 }

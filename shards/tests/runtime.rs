@@ -152,3 +152,58 @@ fn two_shards_share_one_port() {
     rt.shutdown(Duration::from_secs(1));
     rt.wait().unwrap();
 }
+
+#[test]
+fn health_checks_take_a_failing_endpoint_out_and_all_down_answers_11() {
+    // Health checks carry no body: `sick` fails them and accepts records.
+    let sick = TestServer::start(
+        Proto::H2c,
+        None,
+        Arc::new(|b: &[u8]| (if b.is_empty() { 503 } else { 200 }, Duration::ZERO)),
+    );
+    let well = TestServer::start(Proto::H2c, None, always(200));
+    let mut d = destination(
+        "hc",
+        HttpVersion::Http2,
+        &[
+            format!("http://{}/", sick.addr),
+            format!("http://{}/", well.addr),
+        ],
+    );
+    d.health_check = Some(sluice_shards::plan::HealthCheckPlan {
+        interval: Duration::from_millis(30),
+        call_timeout: Duration::from_millis(500),
+        method: http::Method::GET,
+        path: "/health".into(),
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+    });
+    let rt = start(plan(vec![d.clone()], Encoder::json()));
+    let stats = rt.stats()[0].destinations()[0].clone();
+    wait_until("sick marked down", || {
+        stats.endpoints[0].healthy.load(Relaxed) == 0
+    });
+    assert_eq!(stats.endpoints[1].healthy.load(Relaxed), 1);
+    let mut c = XdrClient::connect(rt.local_addrs()[0]);
+    c.send(&(1..=10).flat_map(record).collect::<Vec<u8>>());
+    assert_eq!(c.acks(10), (1..=10).map(|g| (0, g)).collect::<Vec<_>>());
+    let records = |s: &TestServer| s.bodies().iter().filter(|b| !b.is_empty()).count();
+    assert_eq!(
+        records(&sick),
+        0,
+        "no record to an endpoint failing its checks"
+    );
+    assert_eq!(records(&well), 10);
+
+    // Every endpoint down: records answer 11 without a request.
+    d.endpoints.truncate(1);
+    let rt = start(plan(vec![d], Encoder::json()));
+    let stats = rt.stats()[0].destinations()[0].clone();
+    wait_until("sick marked down", || {
+        stats.endpoints[0].healthy.load(Relaxed) == 0
+    });
+    let mut c = XdrClient::connect(rt.local_addrs()[0]);
+    c.send(&record(11));
+    assert_eq!(c.acks(1), vec![(11, 11)]);
+    assert_eq!(records(&sick), 0);
+}
