@@ -121,6 +121,20 @@ fn metrics_match_what_gen_and_the_sink_counted() {
         2000,
         "{text}"
     );
+    // Every record's receive → ack time, and every request's time.
+    assert_eq!(
+        count(&text, "sluice_ack_latency_seconds_count"),
+        2000,
+        "{text}"
+    );
+    assert_eq!(
+        count(
+            &text,
+            "sluice_destination_request_seconds_count{destination=\"sink\"}"
+        ),
+        2000,
+        "{text}"
+    );
     assert_eq!(
         count(&text, "sluice_sessions_accepted_total"),
         r["connects"].as_u64().unwrap(),

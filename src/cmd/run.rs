@@ -151,11 +151,14 @@ impl Plane for RuntimePlane {
     fn snapshot(&self) -> Snapshot {
         // `start` returned only after every shard bound every listener, so
         // while the runtime exists the process is listening.
-        let listening = self.with(|_| ()).is_some();
-        Snapshot {
-            listening,
-            ..Snapshot::from_shards(&self.stats)
+        let mut snap = Snapshot::from_shards(&self.stats);
+        // The histograms are copied out by the shards themselves; a shard
+        // that does not answer in time is left out of this scrape.
+        if let Some(h) = self.with(|rt| rt.histograms(Duration::from_millis(500))) {
+            snap.listening = true;
+            snap.add_histograms(&h);
         }
+        snap
     }
 }
 

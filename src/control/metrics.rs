@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use sluice_shards::stats::ShardStats;
+use sluice_shards::stats::{ShardHistograms, ShardStats};
 
 /// Upper bounds (seconds) of the latency buckets: 0.5 ms to XDR's 10 s
 /// ack deadline.
@@ -199,6 +199,27 @@ impl Snapshot {
             }
         }
         s
+    }
+}
+
+impl Snapshot {
+    /// Adds the shards' latency histograms (copied out of each shard).
+    pub fn add_histograms(&mut self, shards: &[ShardHistograms]) {
+        for h in shards {
+            self.ack_latency
+                .merge(&LatencySnapshot::from_micros(&h.ack));
+            for (name, hist) in &h.destinations {
+                let latency = LatencySnapshot::from_micros(hist);
+                match self.destinations.iter_mut().find(|d| d.name == *name) {
+                    Some(d) => d.latency.merge(&latency),
+                    None => self.destinations.push(DestinationSnapshot {
+                        name: name.clone(),
+                        latency,
+                        ..Default::default()
+                    }),
+                }
+            }
+        }
     }
 }
 
@@ -521,6 +542,31 @@ mod tests {
         assert_eq!(s.destinations.len(), 1);
         assert_eq!(s.destinations[0].responses, [0, 2, 0, 0, 1]);
         assert!(s.destinations[0].endpoints[0].healthy);
+    }
+
+    #[test]
+    fn shard_histograms_are_merged() {
+        let mut ack = sluice_shards::stats::micros_histogram();
+        ack.record(300).unwrap();
+        let mut es = sluice_shards::stats::micros_histogram();
+        es.record(2_000).unwrap();
+        let one = ShardHistograms {
+            shard: 0,
+            ack: ack.clone(),
+            destinations: vec![("es".into(), es.clone())],
+        };
+        let two = ShardHistograms {
+            shard: 1,
+            ack,
+            destinations: vec![("es".into(), es)],
+        };
+        let mut s = Snapshot::default();
+        s.add_histograms(&[one, two]);
+        assert_eq!(s.ack_latency.count, 2);
+        assert_eq!(s.ack_latency.buckets[0], 2);
+        assert_eq!(s.destinations.len(), 1);
+        assert_eq!(s.destinations[0].latency.count, 2);
+        assert_eq!(s.destinations[0].latency.buckets[2], 2);
     }
 
     #[test]
