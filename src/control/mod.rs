@@ -8,7 +8,6 @@
 //! `unsafe` handlers here) on their own thread and are turned into channel
 //! messages; the control loop selects over them and a one-second tick.
 
-pub mod health;
 pub mod logging;
 pub mod manage;
 pub mod metrics;
@@ -41,7 +40,6 @@ pub struct Shared {
     pub plane: Arc<dyn Plane>,
     pub plan: Mutex<Arc<Plan>>,
     pub counters: ControlCounters,
-    pub health: Arc<health::Health>,
 }
 
 impl Shared {
@@ -65,8 +63,9 @@ impl Shared {
         routed.sort_unstable();
         routed.dedup();
         for id in routed {
-            // Only the control thread's own checks decide readiness: a
-            // destination without `health-check` is taken on trust.
+            // Only active health checks (run by each shard on its pool)
+            // decide readiness: a destination without `health-check` is
+            // taken on trust.
             let Some(dest) = plan
                 .destinations
                 .get(id)
@@ -87,31 +86,10 @@ impl Shared {
         Ok(())
     }
 
-    /// The data plane's snapshot with the health checks' view of endpoints.
+    /// The data plane's snapshot (endpoint health is the shards' own
+    /// health checks' view).
     pub fn snapshot(&self) -> Snapshot {
-        let mut snap = self.plane.snapshot();
-        let plan = self.current_plan();
-        for dest in plan
-            .destinations
-            .iter()
-            .filter(|d| d.health_check.is_some())
-        {
-            let endpoints = self
-                .health
-                .endpoints(dest)
-                .into_iter()
-                .map(|(url, healthy)| metrics::EndpointSnapshot { url, healthy })
-                .collect();
-            match snap.destinations.iter_mut().find(|d| d.name == dest.name) {
-                Some(d) => d.endpoints = endpoints,
-                None => snap.destinations.push(metrics::DestinationSnapshot {
-                    name: dest.name.clone(),
-                    endpoints,
-                    ..Default::default()
-                }),
-            }
-        }
-        snap
+        self.plane.snapshot()
     }
 
     pub fn current_plan(&self) -> Arc<Plan> {
@@ -250,11 +228,7 @@ pub fn run(
         plane,
         plan: Mutex::new(plan),
         counters: ControlCounters::default(),
-        health: Arc::default(),
     });
-    let for_health = shared.clone();
-    health::spawn(shared.health.clone(), move || for_health.current_plan())
-        .map_err(ControlError::Signals)?;
     let manage = match opts.manage {
         Some(addr) => Some(
             manage::spawn(addr, shared.clone())

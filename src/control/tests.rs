@@ -51,7 +51,6 @@ fn setup(name: &str) -> (std::path::PathBuf, Arc<FakePlane>, Arc<Shared>) {
         plane: plane.clone(),
         plan: Mutex::new(plan),
         counters: Default::default(),
-        health: Default::default(),
     });
     (file, plane, shared)
 }
@@ -119,7 +118,6 @@ fn manage_api_answers_health_ready_and_metrics() {
         s.destinations = vec![DestinationSnapshot {
             name: "es".into(),
             responses: [0, 40, 0, 0, 0],
-            // The shards' view; the control thread's checks replace it.
             endpoints: vec![EndpointSnapshot {
                 url: "http://127.0.0.1:9/x".into(),
                 healthy: true,
@@ -128,11 +126,7 @@ fn manage_api_answers_health_ready_and_metrics() {
         }];
     }
     assert_eq!(get(addr, "/ready").0, 200);
-    let plan = shared.current_plan();
-    let check = plan.destinations[0].health_check.clone().unwrap();
-    shared
-        .health
-        .record("es", "http://127.0.0.1:9/x", &check, false);
+    plane.snapshot.lock().unwrap().destinations[0].endpoints[0].healthy = false;
     let (status, body) = get(addr, "/ready");
     assert_eq!(status, 503);
     assert!(body.contains("`es` has no healthy endpoint"), "{body}");
@@ -143,9 +137,14 @@ fn manage_api_answers_health_ready_and_metrics() {
         ),
         "{text}"
     );
-    shared
-        .health
-        .record("es", "http://127.0.0.1:9/x", &check, true);
+    // A destination without health checks never holds readiness back.
+    let no_checks = GOOD.replace(
+        "    health-check:\n      healthy-threshold: 1\n      unhealthy-threshold: 1\n",
+        "",
+    );
+    assert_ne!(no_checks, GOOD);
+    std::fs::write(&file, no_checks).unwrap();
+    assert!(reload(&shared, &file, &Default::default()));
     assert_eq!(get(addr, "/ready").0, 200);
 
     for path in ["/metrics", "/manage/rest/v1/prometheus"] {
