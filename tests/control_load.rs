@@ -200,3 +200,47 @@ fn a_bad_reload_keeps_delivering_and_a_good_one_takes_effect() {
     let text = c.metrics();
     assert_eq!(count(&text, "sluice_records_skipped_total"), 100, "{text}");
 }
+
+#[test]
+fn ready_follows_the_shards_health_checks() {
+    let (sink_addr, _) = sink(Duration::ZERO);
+    // A port nobody listens on: bound, then released.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        "service:\n  address: 127.0.0.1\n  port: 0\n  manage:\n    port: 0\n\
+         destinations:\n  live:\n    urls: [http://{sink_addr}/in]\n    protocol: HTTP_1_1\n    \
+         health-check:\n      interval-seconds: 1\n      unhealthy-threshold: 1\n  \
+         gone:\n    urls: [http://{dead}/in]\n    protocol: HTTP_1_1\n    \
+         health-check:\n      interval-seconds: 1\n      unhealthy-threshold: 1\n\
+         routing:\n  mode: static-multi-destination\n  destinations: [live]\n\
+         namespaces:\n  other:\n    routing:\n      mode: static-multi-destination\n      \
+         destinations: [gone]\n\
+         logging:\n  ticker-interval: 0\n"
+    );
+    let c = Connector::start(temp_dir("ready"), &config, &[]);
+    let mut last = (0, String::new());
+    for _ in 0..600 {
+        last = c.get("/ready");
+        if last.0 == 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert!(
+        last.1.contains("`gone` has no healthy endpoint"),
+        "{}",
+        last.1
+    );
+    let text = c.metrics();
+    let gone =
+        format!("sluice_endpoint_healthy{{destination=\"gone\",endpoint=\"http://{dead}/in\"}}");
+    let live = format!(
+        "sluice_endpoint_healthy{{destination=\"live\",endpoint=\"http://{sink_addr}/in\"}}"
+    );
+    assert_eq!(sample(&text, &gone), Some(0.0), "{text}");
+    assert_eq!(sample(&text, &live), Some(1.0), "{text}");
+}
