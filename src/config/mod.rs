@@ -191,6 +191,44 @@ impl Compiled {
             for (name, _) in &d.headers {
                 let _ = writeln!(s, "      header {name}: <hidden>");
             }
+            let ranges = |set: &sluice_shards::plan::StatusSet| {
+                set.0
+                    .iter()
+                    .map(|(lo, hi)| {
+                        if lo == hi {
+                            lo.to_string()
+                        } else {
+                            format!("{lo}-{hi}")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let r = &d.retry;
+            let _ = writeln!(
+                s,
+                "      success {}; retry {} attempts, backoff {}-{}ms on {}; queue {}; connection-ttl {}",
+                ranges(&d.success),
+                r.max_attempts,
+                r.initial_backoff.as_millis(),
+                r.max_backoff.as_millis(),
+                ranges(&r.retry_statuses),
+                d.max_requests_queued_per_endpoint,
+                d.connection_ttl
+                    .map_or_else(|| "forever".to_owned(), |t| format!("{}ms", t.as_millis())),
+            );
+            if let Some(h) = &d.health_check {
+                let _ = writeln!(
+                    s,
+                    "      health-check {} {} every {}s, timeout {}ms, healthy after {}, unhealthy after {}",
+                    h.method,
+                    h.path,
+                    h.interval.as_secs(),
+                    h.call_timeout.as_millis(),
+                    h.healthy_threshold,
+                    h.unhealthy_threshold
+                );
+            }
         }
         let _ = writeln!(s, "formats:");
         for (i, f) in self.format_names.iter().enumerate() {
