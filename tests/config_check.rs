@@ -163,6 +163,14 @@ fn example_configs_are_valid() {
     for (file, expect) in [
         ("example-esp-outbound.yml", "<- port 8905"),
         (
+            "example-esp-outbound.yml",
+            "health-check GET /_cluster/health every 5s, timeout 500ms",
+        ),
+        (
+            "example-esp-outbound.yml",
+            "retry 3 attempts, backoff 50-1000ms on 408,429,500-599",
+        ),
+        (
             "minimal.yml",
             "[0] deliver format [0] to webhook  <- default",
         ),
