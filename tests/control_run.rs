@@ -107,7 +107,7 @@ fn a_second_signal_exits_at_once() {
     );
     let mut gen = control_support::gen(c.xdr, &["--records", "20", "--in-flight", "20"]);
     // Wait (bounded) until records are held in flight.
-    for _ in 0..600 {
+    for _ in 0..3000 {
         if sample(&c.metrics(), "sluice_records_in_flight").unwrap_or(0.0) > 0.0 {
             break;
         }
