@@ -121,3 +121,31 @@ fn a_second_signal_exits_at_once() {
     let _ = gen.wait();
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn a_busy_manage_port_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = temp_dir("control-busy");
+    let file = dir.join("sluice.yml");
+    std::fs::write(
+        &file,
+        CONFIG.replace(
+            "  manage:\n    port: 0\n",
+            &format!("  manage:\n    port: {port}\n"),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--shards", "1", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot open the manage API on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
