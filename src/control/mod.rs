@@ -183,7 +183,12 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Loads the file again and hands the plan over; a bad file changes nothing.
-pub fn reload(shared: &Shared, path: &std::path::Path, opts: &ReloadOptions) -> bool {
+/// Returns the new logging settings when the file was taken.
+pub fn reload(
+    shared: &Shared,
+    path: &std::path::Path,
+    opts: &ReloadOptions,
+) -> Option<crate::config::LoggingConfig> {
     match crate::config::load(path) {
         Ok(compiled) => {
             let mut plan = compiled.plan;
@@ -197,7 +202,7 @@ pub fn reload(shared: &Shared, path: &std::path::Path, opts: &ReloadOptions) -> 
             if let Err(e) = logging::set_levels(&compiled.logging, opts.log_level.as_deref()) {
                 tracing::warn!("log levels not changed: {e}");
             }
-            true
+            Some(compiled.logging)
         }
         Err(errors) => {
             shared
@@ -210,7 +215,7 @@ pub fn reload(shared: &Shared, path: &std::path::Path, opts: &ReloadOptions) -> 
                 path.display(),
                 all.join("; ")
             );
-            false
+            None
         }
     }
 }
@@ -244,7 +249,9 @@ pub fn run(
         select! {
             recv(sig) -> msg => match msg {
                 Ok(Signal::Reload) => {
-                    reload(&shared, &opts.config, &opts.reload);
+                    if let Some(l) = reload(&shared, &opts.config, &opts.reload) {
+                        ticker.every = l.ticker;
+                    }
                     last_stamp = stamp(&opts.config);
                 }
                 Ok(Signal::Stop) | Err(_) => break,
@@ -254,7 +261,9 @@ pub fn run(
                     let now = stamp(&opts.config);
                     if now.is_some() && now != last_stamp {
                         last_stamp = now;
-                        reload(&shared, &opts.config, &opts.reload);
+                        if let Some(l) = reload(&shared, &opts.config, &opts.reload) {
+                            ticker.every = l.ticker;
+                        }
                     }
                 }
                 ticker.maybe_log(&*shared.plane);
