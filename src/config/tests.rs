@@ -114,3 +114,29 @@ fn defaults_are_the_originals() {
     assert_eq!(c.plan.service.manage, None);
     assert_eq!(c.logging.ticker.as_secs(), 10);
 }
+
+#[test]
+fn deep_errors_carry_their_line() {
+    let text = TEXT.replace(
+        "          loud:\n            routing:\n              mode: static-multi-destination\n              destinations: [a, b]\n",
+        "          loud:\n            routing:\n              mode: static-multi-destination\n              destinations:\n                - a\n                - c\n            format:\n              mode: avro\n              metadata-key: x\n",
+    );
+    assert_ne!(text, TEXT);
+    let errors = load_str(&text, Path::new(".")).unwrap_err();
+    let found: Vec<(Option<usize>, &str)> =
+        errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert!(
+        found.contains(&(
+            Some(32),
+            "port-based-config.3001.namespaces.users.sets.loud.routing.destinations[1]"
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        found.contains(&(
+            Some(35),
+            "port-based-config.3001.namespaces.users.sets.loud.format.metadata-key"
+        )),
+        "{errors:?}"
+    );
+}
