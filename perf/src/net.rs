@@ -65,16 +65,46 @@ pub fn unix_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// A glommio executor builder: small io_memory (its registered buffers only
-/// serve file I/O and `ulimit -l` is small), pinned when `cpu` is given.
-pub fn executor(cpu: Option<usize>, name: &str) -> glommio::LocalExecutorBuilder {
-    let placement = match cpu {
-        Some(c) => glommio::Placement::Fixed(c),
-        None => glommio::Placement::Unbound,
-    };
-    glommio::LocalExecutorBuilder::new(placement)
-        .name(name)
-        .io_memory(1 << 20)
+/// Starts `threads` executors that each bind `listen` (SO_REUSEPORT: the
+/// kernel spreads connections over them) and run `serve` on their listener.
+/// The first binds the address as given (port 0: any free port); the others
+/// bind the address it got. Returns that address once all are listening.
+pub fn serve_on<F, Fut>(
+    listen: &str,
+    threads: usize,
+    cpus: &[usize],
+    name: &str,
+    serve: F,
+) -> io::Result<std::net::SocketAddr>
+where
+    F: Fn(glommio::net::TcpListener) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (tx, rx) = crossbeam_channel::bounded::<io::Result<std::net::SocketAddr>>(1);
+    let mut addr: Option<std::net::SocketAddr> = None;
+    for i in 0..threads.max(1) {
+        let tx = tx.clone();
+        let serve = serve.clone();
+        let at = addr.map_or_else(|| listen.to_string(), |a| a.to_string());
+        sluice_shards::rt::executor_builder(cpus.get(i).copied(), &format!("{name}-{i}"))
+            .spawn(move || async move {
+                match glommio::net::TcpListener::bind(at.as_str()) {
+                    Ok(l) => {
+                        let _ = tx.send(l.local_addr().map_err(Into::into));
+                        serve(l).await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
+                }
+            })
+            .map_err(|e| io::Error::other(format!("cannot start executor {i}: {e}")))?;
+        let got = rx
+            .recv()
+            .map_err(|_| io::Error::other("executor ended before listening"))??;
+        addr.get_or_insert(got);
+    }
+    addr.ok_or_else(|| io::Error::other("no executor"))
 }
 
 /// Deterministic 64-bit mixing (splitmix64): record number → key, kind, faults.

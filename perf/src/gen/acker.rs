@@ -83,56 +83,36 @@ pub fn run(addr: &str, args: &GenArgs) -> ExitCode {
         retry_every: args.acker_retry_every,
         drop_every: args.acker_drop_every,
     };
-    let first = match glommio::net::TcpListener::bind(addr) {
-        Ok(l) => l,
+    let bound = crate::net::serve_on(addr, args.threads, &args.cpus, "acker", move |l| {
+        accept_loop(l, faults)
+    });
+    match bound {
+        Ok(a) => eprintln!("listening on {a}"),
         Err(e) => {
             eprintln!("sluice gen --acker: cannot listen on {addr}: {e}");
             return ExitCode::from(2);
         }
-    };
-    let bound = match first.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("sluice gen --acker: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    drop(first);
-    eprintln!("listening on {bound}");
-    let mut handles = Vec::new();
-    for i in 0..args.threads.max(1) {
-        let cpu = args.cpus.get(i).copied();
-        let h = crate::net::executor(cpu, &format!("acker-{i}")).spawn(move || async move {
-            let l = match glommio::net::TcpListener::bind(bound) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("sluice gen --acker: cannot listen on {bound}: {e}");
-                    return;
-                }
-            };
-            loop {
-                match l.accept().await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        glommio::spawn_local(async move {
-                            let _ = serve(s, faults).await;
-                        })
-                        .detach();
-                    }
-                    Err(e) => eprintln!("sluice gen --acker: accept: {e}"),
-                }
+    }
+    // The executors serve until the process is killed.
+    loop {
+        std::thread::park();
+    }
+}
+
+async fn accept_loop(l: glommio::net::TcpListener, faults: Faults) {
+    loop {
+        match l.accept().await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                glommio::spawn_local(async move {
+                    let _ = serve(s, faults).await;
+                })
+                .detach();
             }
-        });
-        match h {
-            Ok(h) => handles.push(h),
             Err(e) => {
-                eprintln!("sluice gen --acker: cannot start executor {i}: {e}");
-                return ExitCode::from(2);
+                eprintln!("sluice gen --acker: accept: {e}");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
     }
-    for h in handles {
-        let _ = h.join();
-    }
-    ExitCode::SUCCESS
 }

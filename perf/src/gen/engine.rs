@@ -267,7 +267,7 @@ pub fn run(cfg: &Config) -> Result<Report, GenError> {
         let cfg = cfg.clone();
         let tx = tx.clone();
         let cpu = cfg.cpus.get(i).copied();
-        let h = net::executor(cpu, &format!("gen-{i}"))
+        let h = sluice_shards::rt::executor_builder(cpu, &format!("gen-{i}"))
             .spawn(move || async move { shard_main(cfg, i, tx).await })
             .map_err(|e| GenError::Executor {
                 index: i,

@@ -9,40 +9,18 @@ use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use http_body_util::{BodyExt, Full};
-use sluice_shards::rt::{executor_builder, GlommioTimer, HyperIo};
+use sluice_shards::rt::{GlommioTimer, HyperIo};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-/// Starts the executors; returns the bound address once the first one listens.
+/// Starts the executors; returns the bound address once all listen.
 pub fn start(args: &SinkArgs, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
-    let (tx, rx) = crossbeam_channel::bounded::<std::io::Result<SocketAddr>>(1);
-    let mut addr: Option<SocketAddr> = None;
-    for i in 0..args.threads {
-        let shared = shared.clone();
-        let tx = tx.clone();
-        let listen = addr.map_or_else(|| args.listen.clone(), |a| a.to_string());
-        executor_builder(args.cpus.get(i).copied(), &format!("sink-{i}"))
-            .spawn(move || async move {
-                let l = match TcpListener::bind(listen.as_str()) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into()));
-                        return;
-                    }
-                };
-                let _ = tx.send(l.local_addr().map_err(Into::into));
-                accept_loop(l, shared).await;
-            })
-            .map_err(|e| std::io::Error::other(format!("cannot start executor {i}: {e}")))?;
-        let got = rx
-            .recv()
-            .map_err(|_| std::io::Error::other("executor ended before listening"))??;
-        addr.get_or_insert(got);
-    }
-    addr.ok_or_else(|| std::io::Error::other("no executor"))
+    crate::net::serve_on(&args.listen, args.threads, &args.cpus, "sink", move |l| {
+        accept_loop(l, shared.clone())
+    })
 }
 
 async fn accept_loop(l: TcpListener, shared: Arc<Shared>) {
