@@ -44,10 +44,10 @@ pub struct GenArgs {
     #[arg(long)]
     pub records: Option<u64>,
     /// Stop creating records after this long (e.g. 10s), then wait for acks.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub duration: Option<String>,
     /// How long to wait for outstanding acks after the end before failing.
-    #[arg(long, default_value = "15s")]
+    #[arg(long, default_value = "15s", allow_hyphen_values = true)]
     pub grace: String,
     /// `standard` (BENCHMARKS.md) or `custom` (set by --bins, --bin-type, --value-size).
     #[arg(long, default_value = "standard")]

@@ -1,0 +1,222 @@
+//! `sluice sink` against real clients (curl, h2load): counts, duplicates
+//! and injected faults are exact; nonsense flags are refused by name.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn body(key_b64: &str) -> String {
+    format!(
+        r#"{{"msg":"write","key":["test","demo","{key_b64}","k"],"gen":1,"exp":0,"lut":5,"bins":[{{"name":"i","type":"int","value":42}}]}}"#
+    )
+}
+
+// Three distinct 20-byte digests in base64.
+const D1: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+const D2: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const D3: &str = "AgICAgICAgICAgICAgICAgICAgI=";
+
+/// Starts a sink on a free port; returns it and the port.
+fn sink(extra: &[&str]) -> (Child, u16) {
+    let mut c = Command::new(BIN)
+        .args([
+            "sink",
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--quiet",
+            "--duration",
+            "60s",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(c.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "sink ended before listening"
+        );
+        if let Some(a) = line.trim().strip_prefix("listening on ") {
+            let port = a.rsplit(':').next().unwrap().parse().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+            return (c, port);
+        }
+    }
+}
+
+/// SIGTERM, then the JSON summary.
+fn finish(c: Child) -> serde_json::Value {
+    let pid = c.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "sink exit {:?}", out.status);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn curl(port: u16, extra: &[&str], data: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            data,
+            "--max-time",
+            "10",
+        ])
+        .args(extra)
+        .arg(&url)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn curl_h1_and_h2c_counts_unique_keys_and_duplicates() {
+    let dump = std::env::temp_dir().join(format!("perf-sink-dump-{}.jsonl", std::process::id()));
+    let (c, port) = sink(&["--dump", dump.to_str().unwrap()]);
+    for d in [D1, D2, D1, D3, D1] {
+        assert_eq!(curl(port, &[], &body(d)), "200");
+    }
+    assert_eq!(curl(port, &["--http2-prior-knowledge"], &body(D2)), "200");
+    let ndjson = format!("{}\n{}\n", body(D3), body(D1));
+    assert_eq!(
+        curl(port, &["-H", "content-type: application/x-ndjson"], &ndjson),
+        "200"
+    );
+    assert_eq!(curl(port, &[], "not json"), "400");
+    let j = finish(c);
+    assert_eq!(j["requests"], 8);
+    assert_eq!(j["h2_requests"], 1);
+    assert_eq!(j["records"], 8);
+    assert_eq!(j["unique_keys"], 3);
+    assert_eq!(j["duplicates"], 5);
+    assert_eq!(j["decode_errors"], 1);
+    assert_eq!(j["status"]["2xx"], 7);
+    assert_eq!(j["status"]["4xx"], 1);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    assert_eq!(
+        lines[0]["digest"],
+        "0000000000000000000000000000000000000000"
+    );
+    assert_eq!(lines[0]["bins"]["i"], 42);
+    assert_eq!(lines[0]["lut"], 5);
+    let _ = std::fs::remove_file(dump);
+}
+
+#[test]
+fn fail_rate_and_forced_status_are_counted_exactly() {
+    let (c, port) = sink(&["--fail-rate", "0.5", "--seed", "7"]);
+    let codes: Vec<String> = (0..30).map(|_| curl(port, &[], &body(D1))).collect();
+    let failed = codes.iter().filter(|c| *c == "503").count();
+    let ok = codes.iter().filter(|c| *c == "200").count();
+    assert_eq!(failed + ok, 30);
+    assert!(failed > 0 && ok > 0, "{codes:?}");
+    let j = finish(c);
+    assert_eq!(j["status"]["5xx"], failed);
+    assert_eq!(j["status"]["failed"], failed);
+    assert_eq!(j["records"], ok);
+    assert_eq!(j["rejected_records"], failed);
+    assert_eq!(j["duplicates"], ok - 1);
+
+    let (c, port) = sink(&["--status", "429"]);
+    assert_eq!(curl(port, &["--http2-prior-knowledge"], &body(D1)), "429");
+    assert_eq!(curl(port, &[], &body(D2)), "429");
+    let j = finish(c);
+    assert_eq!(j["status"]["forced"], 2);
+    assert_eq!(j["records"], 0);
+    assert_eq!(j["unique_keys"], 0);
+}
+
+#[test]
+fn resets_drop_the_connection_and_are_counted() {
+    let (c, port) = sink(&["--reset-rate", "1"]);
+    assert_eq!(curl(port, &[], &body(D1)), "000");
+    assert_eq!(curl(port, &["--http2-prior-knowledge"], &body(D1)), "000");
+    let j = finish(c);
+    assert_eq!(j["resets"], 2);
+    assert_eq!(j["records"], 0);
+}
+
+#[test]
+fn h2load_requests_are_all_counted() {
+    let dir = std::env::temp_dir().join(format!("perf-h2load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("body.json");
+    std::fs::write(&data, body(D2)).unwrap();
+    let (c, port) = sink(&[]);
+    let out = Command::new("h2load")
+        .args([
+            "-n",
+            "500",
+            "-c",
+            "4",
+            "-m",
+            "10",
+            "-t",
+            "1",
+            "-d",
+            data.to_str().unwrap(),
+            "-H",
+            "content-type: application/json",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("500 succeeded"), "{text}");
+    let j = finish(c);
+    assert_eq!(j["h2_requests"], 500);
+    assert_eq!(j["records"], 500);
+    assert_eq!(j["unique_keys"], 1);
+    assert_eq!(j["duplicates"], 499);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn nonsense_flags_are_refused_by_name() {
+    for (args, flag) in [
+        (vec!["--fail-rate", "-0.5"], "--fail-rate"),
+        (vec!["--threads", "0"], "--threads"),
+        (vec!["--status", "42"], "--status"),
+        (vec!["--delay-ms", "9-3"], "--delay-ms"),
+        (
+            vec![
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/nonexistent/k.pem",
+            ],
+            "/nonexistent/c.pem",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["sink", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}
