@@ -555,3 +555,7 @@ fn strip_key(k: &rmpv::Value) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;
