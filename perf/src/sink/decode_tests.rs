@@ -5,7 +5,10 @@ use super::*;
 use crate::gen::shape::{self, BinType, Kind, ShapeSpec, Templates};
 use sluice_codec::encode::{BinPolicy, Encoder, TextBatch};
 
-fn frames() -> Vec<(Vec<u8>, u64, [u8; 20], u32, Kind)> {
+/// A frame with the key, digest, generation and kind it was made of.
+type Sent = (Vec<u8>, u64, [u8; 20], u32, Kind);
+
+fn frames() -> Vec<Sent> {
     let t = Templates::new(&ShapeSpec {
         standard: true,
         bins: 0,
@@ -39,7 +42,7 @@ fn frames() -> Vec<(Vec<u8>, u64, [u8; 20], u32, Kind)> {
     .collect()
 }
 
-fn check(recs: &[Rec], want: &[(Vec<u8>, u64, [u8; 20], u32, Kind)], with_meta: bool) {
+fn check(recs: &[Rec], want: &[Sent], with_meta: bool) {
     assert_eq!(recs.len(), want.len());
     for (i, (r, (_, key, d, gen, kind))) in recs.iter().zip(want).enumerate() {
         assert_eq!(&r.digest, d, "record {i}");
@@ -70,14 +73,7 @@ fn decoder(format: Format) -> Decoder {
     }
 }
 
-fn encode_all(
-    enc: &Encoder,
-    batch: bool,
-) -> (
-    Vec<u8>,
-    &'static str,
-    Vec<(Vec<u8>, u64, [u8; 20], u32, Kind)>,
-) {
+fn encode_all(enc: &Encoder, batch: bool) -> (Vec<u8>, &'static str, Vec<Sent>) {
     let fr = frames();
     // Without a batch, one body holds only the first record.
     let used = if batch { fr.clone() } else { fr[..1].to_vec() };
