@@ -220,3 +220,70 @@ fn nonsense_flags_are_refused_by_name() {
         assert!(err.contains(flag), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn https_with_alpn_serves_h2_and_http1() {
+    let dir = std::env::temp_dir().join(format!("perf-sink-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (c, port) = sink(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let https = |extra: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+                "--cacert",
+                cert.to_str().unwrap(),
+                extra,
+            ])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                &body(D1),
+                "--max-time",
+                "10",
+            ])
+            .arg(format!("https://127.0.0.1:{port}/"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(https("--http2"), "200 2");
+    assert_eq!(https("--http1.1"), "200 1.1");
+    let j = finish(c);
+    assert_eq!(j["h2_requests"], 1);
+    assert_eq!(j["h1_requests"], 1);
+    assert_eq!(j["duplicates"], 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
