@@ -287,3 +287,37 @@ fn https_with_alpn_serves_h2_and_http1() {
     assert_eq!(j["duplicates"], 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn stall_after_stops_answering_and_expect_ends_the_run() {
+    let (c, port) = sink(&["--stall-after", "2", "--delay-ms", "1-3"]);
+    assert_eq!(curl(port, &[], &body(D1)), "200");
+    assert_eq!(curl(port, &["--http2-prior-knowledge"], &body(D2)), "200");
+    assert_eq!(curl(port, &["--max-time", "1"], &body(D3)), "000");
+    let j = finish(c);
+    assert_eq!(j["stalled"], 1);
+    assert_eq!(j["records"], 2);
+    assert_eq!(j["rejected_records"], 1);
+
+    // --expect: the sink exits by itself once 2 unique keys arrived.
+    let (c, port) = sink(&["--expect", "2"]);
+    assert_eq!(curl(port, &[], &body(D1)), "200");
+    assert_eq!(curl(port, &[], &body(D1)), "200");
+    assert_eq!(curl(port, &[], &body(D3)), "200");
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["unique_keys"], 2);
+    assert_eq!(j["duplicates"], 1);
+}
+
+#[test]
+fn down_for_refuses_connections_then_recovers() {
+    let (c, port) = sink(&["--down-for", "3"]);
+    assert_eq!(curl(port, &[], &body(D1)), "000");
+    std::thread::sleep(std::time::Duration::from_millis(3300));
+    assert_eq!(curl(port, &[], &body(D1)), "200");
+    let j = finish(c);
+    assert!(j["refused_connections"].as_u64().unwrap() >= 1, "{j}");
+    assert_eq!(j["records"], 1);
+}
