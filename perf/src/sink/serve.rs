@@ -7,11 +7,9 @@ use crate::net::{mix, unit, Io};
 use bytes::Bytes;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::Semaphore;
 use http_body_util::{BodyExt, Full};
 use sluice_shards::rt::{GlommioTimer, HyperIo};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -247,7 +245,12 @@ async fn serve_h1(io: Io, shared: Arc<Shared>) -> std::io::Result<()> {
         .map_err(std::io::Error::other)
 }
 
+/// Serves one HTTP/2 connection. The streams are polled by this same task,
+/// next to the connection, instead of a task each: fewer wake-ups, and the
+/// answers of one read go out in one write.
 async fn serve_h2(io: Io, shared: Arc<Shared>) -> std::io::Result<()> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    use std::task::Poll;
     let mut conn = h2::server::Builder::new()
         .max_concurrent_streams(1024)
         .initial_window_size(1 << 20)
@@ -255,47 +258,56 @@ async fn serve_h2(io: Io, shared: Arc<Shared>) -> std::io::Result<()> {
         .handshake::<_, Bytes>(io.compat())
         .await
         .map_err(std::io::Error::other)?;
-    let kill = Rc::new(Semaphore::new(0));
+    let mut streams = FuturesUnordered::new();
     loop {
-        let next = future::or(async { Some(conn.accept().await) }, async {
-            let _ = kill.acquire(1).await;
-            None
+        let event = future::poll_fn(|cx| {
+            while let Poll::Ready(Some(dropped)) = streams.poll_next_unpin(cx) {
+                if dropped {
+                    return Poll::Ready(None);
+                }
+            }
+            conn.poll_accept(cx).map(Some)
         })
         .await;
-        let (req, mut respond) = match next {
-            None => return Ok(()),
-            Some(None) => return Ok(()),
+        let (req, respond) = match event {
+            // A stream asked for the connection to be dropped, or the client closed it.
+            None | Some(None) => return Ok(()),
             Some(Some(Err(e))) => return Err(std::io::Error::other(e)),
             Some(Some(Ok(r))) => r,
         };
-        let shared = shared.clone();
-        let kill = kill.clone();
-        glommio::spawn_local(async move {
-            let ct = req
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let mut body = req.into_body();
-            let mut buf = Vec::new();
-            while let Some(chunk) = body.data().await {
-                let Ok(chunk) = chunk else { return };
-                let _ = body.flow_control().release_capacity(chunk.len());
-                buf.extend_from_slice(&chunk);
+        streams.push(h2_stream(shared.clone(), req, respond));
+    }
+}
+
+/// One request; true when the connection is to be dropped.
+async fn h2_stream(
+    shared: Arc<Shared>,
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) -> bool {
+    let ct = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = req.into_body();
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let Ok(chunk) = chunk else { return false };
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+    }
+    match handle(&shared, ct.as_deref(), &buf, true).await {
+        Outcome::Answer(s) => {
+            let mut r = http::Response::new(());
+            *r.status_mut() =
+                http::StatusCode::from_u16(s).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            if let Ok(mut send) = respond.send_response(r, false) {
+                let _ = send.send_data(Bytes::from_static(OK_BODY), true);
             }
-            match handle(&shared, ct.as_deref(), &buf, true).await {
-                Outcome::Answer(s) => {
-                    let mut r = http::Response::new(());
-                    *r.status_mut() = http::StatusCode::from_u16(s)
-                        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-                    if let Ok(mut send) = respond.send_response(r, false) {
-                        let _ = send.send_data(Bytes::from_static(OK_BODY), true);
-                    }
-                }
-                Outcome::Reset => kill.signal(1),
-                Outcome::Stall => future::pending::<()>().await,
-            }
-        })
-        .detach();
+            false
+        }
+        Outcome::Reset => true,
+        Outcome::Stall => future::pending::<bool>().await,
     }
 }
