@@ -36,7 +36,7 @@ APORT=$(wait_port "$WORK/acker.err")
 for _ in $(seq "$RUNS"); do
   taskset -c "$CPU_A" "$SLUICE" gen --target "127.0.0.1:$APORT" --records "$GEN_RECORDS" --in-flight 512 \
     --key-space 100000 --json --quiet 2>/dev/null \
-    | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["in_flight_at_end"]==0; print(j["acked_per_s"])' >>"$WORK/gen.txt"
+    | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["in_flight_at_end"]==0; print(round(j["acked_per_s"]))' >>"$WORK/gen.txt"
 done
 GEN_MED=$(median <"$WORK/gen.txt")
 
@@ -50,7 +50,10 @@ PIDS+=($!)
 taskset -c "$CPU_B" "$SLUICE" sink --listen 127.0.0.1:0 --quiet 2>"$WORK/sink.err" &
 PIDS+=($!)
 SPORT=$(wait_port "$WORK/sink.err")
-sleep 0.5
+for _ in $(seq 100); do
+  curl -s --http2-prior-knowledge -o /dev/null "http://127.0.0.1:$NPORT/index.html" && break
+  sleep 0.1
+done
 h2() { taskset -c "$CPU_A" h2load -t1 -c4 -m32 -n "$H2_REQUESTS" -d "$WORK/body.json" -H 'content-type: application/json' "$1" \
   | awk '/^finished in/ {gsub(",","",$4); print $4}'; }
 : >"$WORK/ng.txt"; : >"$WORK/sink.txt"
