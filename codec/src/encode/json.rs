@@ -48,17 +48,42 @@ fn escape_byte(out: &mut Vec<u8>, b: u8, esc: u8) {
     }
 }
 
+/// True when one of the 8 bytes of `w` must be escaped (below 0x20, `"` or
+/// `\\`): the usual SWAR zero-byte tests, so clean text is checked 8 bytes
+/// at a time.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(0x20 * ONES) & !w & HIGH;
+    below_space | zero(w ^ (u64::from(b'"') * ONES)) | zero(w ^ (u64::from(b'\\') * ONES)) != 0
+}
+
 /// Appends `s` as a JSON string, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = ESCAPE[usize::from(b)];
-        if esc != 0 {
-            out.extend_from_slice(&bytes[start..i]);
-            escape_byte(out, b, esc);
-            start = i + 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            if !needs_escape(u64::from_le_bytes(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let b = bytes[i];
+            let esc = ESCAPE[usize::from(b)];
+            if esc != 0 {
+                out.extend_from_slice(&bytes[start..i]);
+                escape_byte(out, b, esc);
+                start = i + 1;
+            }
+            i += 1;
         }
     }
     out.extend_from_slice(&bytes[start..]);
@@ -442,6 +467,21 @@ mod tests {
         assert_eq!(out, "\"a\\\"b\\\\c\\n\\t\\u0001\\u001fé\u{7f}\"");
         let back: String = serde_json::from_str(&out).unwrap();
         assert_eq!(back, "a\"b\\c\n\t\u{1}\u{1f}é\u{7f}");
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_position_of_long_strings() {
+        // (character, length of its escape)
+        for (special, esc_len) in [('"', 2), ('\\', 2), ('\n', 2), ('\u{0}', 6), ('\u{1f}', 6)] {
+            for pos in 0..24 {
+                let mut text: String = "abcdefghijklmnopqrstuvwxyz".into();
+                text.insert(pos, special);
+                let out = s(|o| write_str(o, &text));
+                let back: String = serde_json::from_str(&out).unwrap();
+                assert_eq!(back, text);
+                assert_eq!(out.len(), 2 + 26 + esc_len, "{out}");
+            }
+        }
     }
 
     #[test]
