@@ -20,6 +20,4 @@ pub mod record;
 pub mod wire;
 
 pub use error::{Error, ErrorKind};
-pub use record::{
-    Action, Bin, Bins, Collection, Geo, ListOrder, MapOrder, Record, UserKey, Value,
-};
+pub use record::{Action, Bin, Bins, Collection, Geo, ListOrder, MapOrder, Record, UserKey, Value};

@@ -108,10 +108,19 @@ pub enum Value<'a> {
     Str(&'a str),
     Bool(bool),
     /// Blob (4) or a language blob (7..=12); `ptype` keeps which.
-    Blob { ptype: u8, bytes: &'a [u8] },
+    Blob {
+        ptype: u8,
+        bytes: &'a [u8],
+    },
     Hll(&'a [u8]),
-    List { order: ListOrder, items: Collection<'a> },
-    Map { order: MapOrder, items: Collection<'a> },
+    List {
+        order: ListOrder,
+        items: Collection<'a>,
+    },
+    Map {
+        order: MapOrder,
+        items: Collection<'a>,
+    },
     Geo(Geo<'a>),
 }
 
