@@ -1,6 +1,7 @@
 //! `sluice gen` against the bundled acker (with retry codes and dropped
 //! connections) and against `sluice sink` through nothing but its own
 //! counts: every record ends acked, resends are counted, flags are checked.
+#![allow(clippy::unwrap_used, clippy::zombie_processes)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

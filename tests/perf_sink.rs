@@ -1,5 +1,6 @@
 //! `sluice sink` against real clients (curl, h2load): counts, duplicates
 //! and injected faults are exact; nonsense flags are refused by name.
+#![allow(clippy::unwrap_used, clippy::zombie_processes)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -198,7 +198,10 @@ fn ack_read_rejects_other_frames() {
     );
     let mut b = a.clone();
     b[8] = 21;
-    assert_eq!(ack::read(&b).unwrap_err().kind, ErrorKind::BadHeaderSize(21));
+    assert_eq!(
+        ack::read(&b).unwrap_err().kind,
+        ErrorKind::BadHeaderSize(21)
+    );
     let mut b = a.clone();
     b[29] = 1;
     assert_eq!(

@@ -69,7 +69,11 @@ fn h2c_json_records_are_delivered_and_acked_0_in_order() {
     assert_eq!(h.len(), 1);
     assert_eq!(h[0].ack.len(), 20, "one receive→ack sample per record");
     assert_eq!(h[0].destinations[0].0, "es");
-    assert_eq!(h[0].destinations[0].1.len(), 20, "one request sample per record");
+    assert_eq!(
+        h[0].destinations[0].1.len(),
+        20,
+        "one request sample per record"
+    );
     rt.shutdown(Duration::from_secs(1));
     rt.wait().unwrap();
 }
