@@ -200,23 +200,28 @@ pub async fn run(args: ShardArgs) {
         expired: Latch::default(),
         ack_latency: RefCell::new(crate::stats::micros_histogram()),
     });
-    let mut accepts = Vec::new();
+    // Accept loops by the listener address the plan names (port 0 stays 0
+    // here, so a reload that keeps the same config keeps the same socket).
+    let mut accepts: HashMap<SocketAddr, glommio::task::JoinHandle<()>> = HashMap::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        let tls = args
-            .plan
-            .service
-            .listeners
-            .get(i)
-            .and_then(|p| p.tls.clone());
+        let planned = args.plan.service.listeners.get(i);
+        let tls = planned.and_then(|p| p.tls.clone());
+        let key = planned.map_or(addrs[i], |p| p.addr);
         let port = addrs[i].port();
-        accepts.push(glommio::spawn_local(accept_loop(l, port, tls, ctx.clone())).detach());
+        accepts.insert(
+            key,
+            glommio::spawn_local(accept_loop(l, port, tls, ctx.clone())).detach(),
+        );
     }
     let _ = args.ready.send(Ok(addrs));
     tracing::debug!(shard = ctx.index, "shard serving");
 
     let drain = loop {
         match args.control.try_recv() {
-            Ok(Control::Reload(plan)) => ctx.reload(plan),
+            Ok(Control::Reload(plan)) => {
+                sync_listeners(&mut accepts, &plan, &ctx);
+                ctx.reload(plan);
+            }
             Ok(Control::Shutdown(drain)) => break drain,
             Ok(Control::Histograms(reply)) => {
                 let _ = reply.send(ctx.histograms());
@@ -227,6 +232,47 @@ pub async fn run(args: ShardArgs) {
     };
     shutdown(&ctx, drain).await;
     drop(accepts);
+}
+
+/// Opens the listeners a reloaded plan adds and closes the ones it drops
+/// (their sessions carry on; only accepting stops). A listener kept across
+/// a reload keeps its socket and its TLS settings.
+fn sync_listeners(
+    accepts: &mut HashMap<SocketAddr, glommio::task::JoinHandle<()>>,
+    plan: &Plan,
+    ctx: &Rc<ShardCtx>,
+) {
+    let wanted: HashMap<SocketAddr, Option<Arc<rustls::ServerConfig>>> = plan
+        .service
+        .listeners
+        .iter()
+        .map(|l| (l.addr, l.tls.clone()))
+        .collect();
+    accepts.retain(|addr, task| {
+        let keep = wanted.contains_key(addr);
+        if !keep {
+            task.cancel();
+            tracing::info!(shard = ctx.index, %addr, "listener closed by reload");
+        }
+        keep
+    });
+    for (addr, tls) in wanted {
+        if accepts.contains_key(&addr) {
+            continue;
+        }
+        match TcpListener::bind(addr) {
+            Ok(l) => {
+                let port = l.local_addr().map_or(addr.port(), |a| a.port());
+                tracing::info!(shard = ctx.index, %addr, "listener opened by reload");
+                let task = glommio::spawn_local(accept_loop(l, port, tls, ctx.clone())).detach();
+                accepts.insert(addr, task);
+            }
+            Err(e) => {
+                tracing::error!(shard = ctx.index, %addr, error = %e,
+                    "reload: cannot listen on the new address; the other listeners carry on");
+            }
+        }
+    }
 }
 
 async fn shutdown(ctx: &ShardCtx, drain: Duration) {

@@ -72,6 +72,11 @@ impl Sluice {
         s
     }
 
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The first stderr line containing `what` (waits at most 20 s).
     pub fn wait_for(&mut self, what: &str) -> String {
         let until = Instant::now() + Duration::from_secs(20);
