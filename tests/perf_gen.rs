@@ -158,3 +158,31 @@ fn unacked_records_at_the_end_fail_the_run() {
     assert!(j["in_flight_at_end"].as_u64().unwrap() >= 1, "{j}");
     assert_eq!(j["acked"], 0);
 }
+
+#[test]
+fn the_grace_period_ends_a_run_whose_records_keep_coming_back() {
+    // Every request answered with a retry code: records never complete, so
+    // the run must end at --duration + --grace, report them un-acked and
+    // exit 1 (not keep resending for as long as the peer answers).
+    let (mut a, port) = acker(&["--acker-retry-every", "1"]);
+    let target = format!("127.0.0.1:{port}");
+    let (code, j, err) = gen(&[
+        "--target",
+        &target,
+        "--rate",
+        "1000",
+        "--duration",
+        "1s",
+        "--grace",
+        "1s",
+        "--retry-delay-ms",
+        "1",
+    ]);
+    a.kill().unwrap();
+    let _ = a.wait();
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(j["acked"], 0, "{j}");
+    assert!(j["in_flight_at_end"].as_u64().unwrap() > 0, "{j}");
+    assert!(j["resent"]["retry_code"].as_u64().unwrap() > 0, "{j}");
+    assert!(err.contains("remained un-acked"), "{err}");
+}

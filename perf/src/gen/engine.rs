@@ -517,7 +517,28 @@ async fn write_loop(
     let mut buf = Vec::with_capacity(BATCH_BYTES + 64 * 1024);
     let mut scratch = Vec::new();
     loop {
-        window.acquire(1).await.map_err(|_| Broken::Closed)?;
+        // The grace period bounds the run even when every record keeps
+        // coming back with a retry code (a stalled destination): waiting for
+        // the in-flight window must not outlast it.
+        let give_up_ns = shard.borrow().give_up_ns;
+        match give_up_ns {
+            None => window.acquire(1).await.map_err(|_| Broken::Closed)?,
+            Some(g) => {
+                let left = g.saturating_sub(shard.borrow().now_ns());
+                let timed_out = futures_lite::future::or(
+                    async { window.acquire(1).await.map(|()| false) },
+                    async {
+                        glommio::timer::sleep(Duration::from_nanos(left)).await;
+                        Ok(true)
+                    },
+                )
+                .await
+                .map_err(|_| Broken::Closed)?;
+                if timed_out || shard.borrow().now_ns() > g {
+                    return Ok(End::GaveUp);
+                }
+            }
+        }
         let mut granted = 1 + window.available();
         if granted > 1 {
             let _ = window.try_acquire(granted - 1);
