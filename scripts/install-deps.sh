@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in nghttpd:nghttp2-server h2load:nghttp2-client nginx:nginx wrk:wrk curl:curl openssl:openssl valgrind:valgrind; do
+for pair in nghttpd:nghttp2-server h2load:nghttp2-client nginx:nginx wrk:wrk curl:curl openssl:openssl valgrind:valgrind xxd:xxd; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
