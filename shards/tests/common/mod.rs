@@ -5,8 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -261,43 +260,9 @@ pub fn record(i: u32) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
-/// An XDR client: sends frames, reads acks in order.
-pub struct XdrClient {
-    pub stream: TcpStream,
-}
-
-impl XdrClient {
-    pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        XdrClient { stream }
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// Reads `n` acks: (result, generation) in the order they arrived.
-    pub fn acks(&mut self, n: usize) -> Vec<(u8, u32)> {
-        let mut buf = vec![0u8; n * sluice_codec::ack::ACK_LEN];
-        self.stream.read_exact(&mut buf).unwrap();
-        buf.chunks(sluice_codec::ack::ACK_LEN)
-            .map(|c| {
-                let a = sluice_codec::ack::read(c).unwrap();
-                (a.result, a.generation)
-            })
-            .collect()
-    }
-
-    /// True when the peer closed the connection (EOF) within the timeout.
-    pub fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
-    }
-}
+mod xdr_client;
+#[allow(unused_imports)] // not every test binary sends XDR
+pub use xdr_client::XdrClient;
 
 /// Starts the data plane with one unpinned shard.
 pub fn start(plan: Plan) -> sluice_shards::Runtime {
