@@ -495,3 +495,30 @@ fn run_refuses_bad_flags() {
         assert!(err.contains(words), "{flags:?}: {err}");
     }
 }
+
+#[test]
+fn a_reload_keeps_a_tls_pool_until_its_files_change() {
+    // The shards key a destination's pool by its settings; for TLS that is
+    // what the config was built from, so an unchanged file keeps the pool
+    // (and its connections) and a new certificate replaces it.
+    let dir = Dir::new("tls-identity");
+    make_pki(&dir);
+    let text = "\
+destinations:
+  secure:
+    urls: [https://localhost:8443/in]
+    tls:
+      ca-file: ca.pem
+routing:
+  mode: static-multi-destination
+  destinations: [secure]
+";
+    let key = || {
+        let c = sluice::config::load_str(text, &dir.0).unwrap();
+        sluice_shards::dest::Pool::key_of(&c.plan.destinations[0])
+    };
+    let first = key();
+    assert_eq!(first, key(), "the same files give the same pool");
+    make_pki(&dir);
+    assert_ne!(first, key(), "a new CA file gives a new pool");
+}

@@ -95,9 +95,12 @@ impl Pool {
     /// The identity of a destination's settings: a reload keeps the pool of a
     /// destination whose key did not change.
     pub fn key_of(d: &DestinationPlan) -> String {
-        // Debug of the settings covers every field; TLS configs compare by
-        // pointer, so a reload that reloads certificates rebuilds the pool.
-        format!("{d:?}|{:?}", d.tls.as_ref().map(Arc::as_ptr))
+        // Debug of the settings covers every field but the TLS config, which
+        // stands in as `tls_identity` (its files and their contents): a
+        // reload that leaves the certificates alone keeps the pool.
+        let mut settings = d.clone();
+        settings.tls = None;
+        format!("{settings:?}")
     }
 
     pub fn new(plan: DestinationPlan, key: String, shard: &ShardStats) -> Self {

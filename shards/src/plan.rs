@@ -75,6 +75,10 @@ pub struct DestinationPlan {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Overrides the server name sent in SNI and checked in the certificate.
     pub tls_server_name: Option<String>,
+    /// What `tls` was built from (file names and a digest of their
+    /// contents): a reload keeps a TLS destination's pool only when this is
+    /// unchanged, since two `ClientConfig`s cannot be compared.
+    pub tls_identity: Option<String>,
     pub max_connections_per_endpoint: usize,
     pub max_requests_queued_per_endpoint: usize,
     pub call_timeout: Duration,

@@ -784,9 +784,9 @@ fn destination(
         HttpVersion::Http2 => &[b"h2"],
         HttpVersion::Http1 => &[b"http/1.1"],
     };
-    let (tls, tls_server_name) = match obj.get("tls") {
+    let (tls, tls_server_name, tls_identity) = match obj.get("tls") {
         Some((tp, tv)) => destination_tls(ctx, &tp, tv, base, alpn)?,
-        None => (None, None),
+        None => (None, None, None),
     };
     if tls.is_none() && endpoints.iter().any(|e| e.https) {
         ctx.err(
@@ -830,6 +830,7 @@ fn destination(
         method,
         tls,
         tls_server_name,
+        tls_identity,
         max_connections_per_endpoint: max_conn,
         max_requests_queued_per_endpoint: usize::try_from(queued).unwrap_or(usize::MAX),
         call_timeout,
@@ -843,7 +844,26 @@ fn destination(
     })
 }
 
-type ClientTls = (Option<Arc<rustls::ClientConfig>>, Option<String>);
+/// The client config, the server name override, and the TLS identity
+/// (see `DestinationPlan::tls_identity`).
+type ClientTls = (
+    Option<Arc<rustls::ClientConfig>>,
+    Option<String>,
+    Option<String>,
+);
+
+/// File names and a digest of their contents: equal exactly when a reload
+/// would build the same TLS config from them.
+fn tls_identity(files: &[&Path]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut names = Vec::with_capacity(files.len());
+    for f in files {
+        names.push(f.display().to_string());
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    format!("{}#{:016x}", names.join(","), h.finish())
+}
 
 fn destination_tls(
     ctx: &mut Ctx,
@@ -876,7 +896,13 @@ fn destination_tls(
         alpn,
     );
     match config {
-        Ok(c) => Some((Some(c), server_name)),
+        Ok(c) => {
+            let mut files = vec![ca.1.as_path()];
+            if let Some((c, k)) = auth {
+                files.extend([c.1.as_path(), k.1.as_path()]);
+            }
+            Some((Some(c), server_name, Some(tls_identity(&files))))
+        }
         Err(e) => {
             let files: Vec<&(String, PathBuf)> = cert.iter().chain(key.iter()).collect();
             let at = tls_error_path(&e, &files, Some(&ca));

@@ -165,6 +165,7 @@ pub fn destination(name: &str, version: HttpVersion, urls: &[String]) -> Destina
         method: http::Method::POST,
         tls: None,
         tls_server_name: None,
+        tls_identity: None,
         max_connections_per_endpoint: 1,
         max_requests_queued_per_endpoint: 1024,
         call_timeout: Duration::from_millis(1000),
