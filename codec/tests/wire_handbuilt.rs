@@ -189,6 +189,20 @@ fn header_values_reach_the_record() {
 }
 
 #[test]
+fn generation_of_a_compressed_frame_is_zero_not_zlib_bytes() {
+    let f = write(&[]);
+    let z = compressed(&f);
+    assert_eq!(z[1], 4);
+    // Where a type-3 frame keeps the generation, a type-4 frame has the low
+    // bytes of the inflated size and the zlib header: never read them.
+    assert_ne!(&z[14..18], &[0, 0, 0, 0]);
+    assert_eq!(wire::header::generation_of(&z), 0);
+    // The real generation comes from the parsed record.
+    let mut scratch = Vec::new();
+    assert_eq!(wire::parse(&z, &mut scratch, MAX).unwrap().generation, 7);
+}
+
+#[test]
 fn unknown_fields_and_transaction_id_are_skipped() {
     let txn = 99u64.to_be_bytes();
     let fields = vec![

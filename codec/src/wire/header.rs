@@ -99,10 +99,16 @@ impl MsgHeader {
     }
 }
 
-/// The request's generation (echoed in its ack); 0 when the frame is too
-/// short to hold one. Reads the bytes where a type-3 frame keeps it; for a
-/// compressed frame the generation is inside the zlib stream, so parse it.
+/// The request's generation (echoed in its ack), read from where a type-3
+/// frame keeps it. 0 when the frame is too short to hold one, and 0 for a
+/// compressed (type 4) frame: its generation is inside the zlib stream, and
+/// inflating here would cost what the parse costs anyway (XDR only echoes
+/// the value, it does not check it; a caller that wants the real one uses
+/// the parsed record's).
 pub fn generation_of(frame: &[u8]) -> u32 {
+    if frame.get(1) == Some(&(super::frame::FrameType::Compressed as u8)) {
+        return 0;
+    }
     let at = PROTO_HEADER + 6;
     match frame.get(at..at + 4) {
         Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
