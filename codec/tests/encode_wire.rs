@@ -339,3 +339,270 @@ fn bin_policy_through_the_parser() {
         .collect();
     assert_eq!(names, [json!("I"), json!("F"), json!("Flag")]);
 }
+
+/// A user schema with a field per bin: optional fields (unions with null),
+/// an enum, a fixed, int / float / timestamp-millis, nested arrays and maps,
+/// and a recursive one-field record.
+const USER_SCHEMA: &str = r#"{"type": "record", "name": "R", "namespace": "u", "fields": [
+  {"name": "metadata", "type": {"type": "record", "name": "M", "fields": [
+    {"name": "msg", "type": {"type": "enum", "name": "Msg", "symbols": ["write", "delete"]}},
+    {"name": "set", "type": ["null", "string"]},
+    {"name": "userKey", "type": ["null", "long", "string"]},
+    {"name": "digest", "type": {"type": "fixed", "name": "Digest", "size": 20}},
+    {"name": "gen", "type": "int"},
+    {"name": "lut", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "exp", "type": "long"},
+    {"name": "durable", "type": "boolean"},
+    {"name": "note", "type": ["null", "string"]}
+  ]}},
+  {"name": "id", "type": ["null", "int"]},
+  {"name": "score", "type": ["null", "float"]},
+  {"name": "desc", "type": ["null", "bytes", "string"]},
+  {"name": "matrix", "type": ["null", {"type": "array", "items": {"type": "array", "items": ["long", "string"]}}]},
+  {"name": "lookup", "type": ["null", {"type": "map", "values": {"type": "map", "values": ["null", "double"]}}]},
+  {"name": "tree", "type": ["null", {"type": "record", "name": "Node", "fields": [
+    {"name": "v", "type": ["long", {"type": "array", "items": "Node"}]}
+  ]}]},
+  {"name": "absent", "type": ["null", "long"], "default": null}
+]}"#;
+
+fn user_bins() -> Vec<BinSpec> {
+    let list = |items| Elem::List {
+        order: ListOrder::Unordered,
+        items,
+    };
+    vec![
+        BinSpec::new("id", ValueSpec::Int(42)),
+        BinSpec::new("score", ValueSpec::Float(2.5)),
+        BinSpec::new("desc", ValueSpec::Str("text".to_string())),
+        BinSpec::new(
+            "matrix",
+            ValueSpec::List {
+                order: ListOrder::Ordered,
+                persist_index: false,
+                items: vec![
+                    list(vec![Elem::Int(1), s("a")]),
+                    list(vec![]),
+                    list(vec![Elem::Int(-2)]),
+                ],
+            },
+        ),
+        BinSpec::new(
+            "lookup",
+            ValueSpec::Map {
+                order: MapOrder::Key,
+                persist_index: false,
+                entries: vec![(
+                    s("x"),
+                    Elem::Map {
+                        order: MapOrder::Unordered,
+                        entries: vec![(s("p"), Elem::Float(1.5)), (Elem::Int(9), Elem::Nil)],
+                    },
+                )],
+            },
+        ),
+        BinSpec::new(
+            "tree",
+            ValueSpec::List {
+                order: ListOrder::Unordered,
+                persist_index: false,
+                items: vec![Elem::Int(1), list(vec![Elem::Int(2), Elem::Int(3)])],
+            },
+        ),
+    ]
+}
+
+fn avro_read(schema: &str, bytes: &[u8]) -> apache_avro::types::Value {
+    let schema = apache_avro::Schema::parse_str(schema).unwrap();
+    let mut r = bytes;
+    let v = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .unwrap()
+        .read_value(&mut r)
+        .unwrap();
+    assert!(r.is_empty(), "{} bytes after the datum", r.len());
+    v
+}
+
+#[test]
+fn avro_user_schema_with_unions_nested_collections_and_recursion() {
+    use apache_avro::types::Value as A;
+    let u = |i: u32, v: A| A::Union(i, Box::new(v));
+    let key = Key::Str("k1".to_string());
+    let mut m = write_msg("ns", Some("set"), Some(key.clone()), user_bins()).from_xdr(LUT);
+    m.generation = 12;
+    m.record_ttl = 100;
+    let enc = Encoder::avro(USER_SCHEMA, true).unwrap();
+    let out = encode_frame(&enc, &m.to_vec().unwrap(), &BinPolicy::all()).unwrap();
+    let A::Record(f) = avro_read(USER_SCHEMA, &out) else {
+        panic!("not a record")
+    };
+    let digest = sluice_codec::build::digest(Some("set"), &key).to_vec();
+    assert_eq!(
+        f[0],
+        (
+            "metadata".to_string(),
+            A::Record(vec![
+                ("msg".into(), A::Enum(0, "write".into())),
+                ("set".into(), u(1, A::String("set".into()))),
+                ("userKey".into(), u(2, A::String("k1".into()))),
+                ("digest".into(), A::Fixed(20, digest)),
+                ("gen".into(), A::Int(12)),
+                ("lut".into(), A::TimestampMillis(LUT as i64)),
+                ("exp".into(), A::Long((LUT / 1000 + 100) as i64)),
+                // Not nullable: a write says false.
+                ("durable".into(), A::Boolean(false)),
+                ("note".into(), u(0, A::Null)),
+            ])
+        )
+    );
+    let node = |v: A| A::Record(vec![("v".into(), v)]);
+    let want = [
+        ("id", u(1, A::Int(42))),
+        ("score", u(1, A::Float(2.5))),
+        // The first branch that takes a string.
+        ("desc", u(2, A::String("text".into()))),
+        (
+            "matrix",
+            u(
+                1,
+                A::Array(vec![
+                    A::Array(vec![u(0, A::Long(1)), u(1, A::String("a".into()))]),
+                    A::Array(vec![]),
+                    A::Array(vec![u(0, A::Long(-2))]),
+                ]),
+            ),
+        ),
+        (
+            "lookup",
+            u(
+                1,
+                A::Map(
+                    [(
+                        "x".to_string(),
+                        A::Map(
+                            [
+                                ("p".to_string(), u(1, A::Double(1.5))),
+                                ("9".to_string(), u(0, A::Null)),
+                            ]
+                            .into(),
+                        ),
+                    )]
+                    .into(),
+                ),
+            ),
+        ),
+        (
+            "tree",
+            u(
+                1,
+                node(u(
+                    1,
+                    A::Array(vec![
+                        node(u(0, A::Long(1))),
+                        node(u(
+                            1,
+                            A::Array(vec![node(u(0, A::Long(2))), node(u(0, A::Long(3)))]),
+                        )),
+                    ]),
+                )),
+            ),
+        ),
+        ("absent", u(0, A::Null)),
+    ];
+    assert_eq!(f.len(), 1 + want.len());
+    for ((name, value), (want_name, want_value)) in f[1..].iter().zip(want) {
+        assert_eq!((name.as_str(), value), (want_name, &want_value));
+    }
+
+    // A durable delete in the same schema: no bins, exp 0 (not nullable).
+    let d = with_digest(Message::delete_record("ns", None, None, true)).from_xdr(LUT);
+    let out = encode_frame(&enc, &d.to_vec().unwrap(), &BinPolicy::all()).unwrap();
+    let A::Record(f) = avro_read(USER_SCHEMA, &out) else {
+        panic!("not a record")
+    };
+    let A::Record(md) = &f[0].1 else {
+        panic!("metadata")
+    };
+    assert_eq!(md[0].1, A::Enum(1, "delete".into()));
+    assert_eq!(md[1].1, u(0, A::Null));
+    assert_eq!(md[6].1, A::Long(0));
+    assert_eq!(md[7].1, A::Boolean(true));
+    assert!(f[1..].iter().all(|(_, v)| *v == u(0, A::Null)), "{f:?}");
+}
+
+#[test]
+fn avro_user_schema_mismatches_name_the_bin_and_leave_the_buffer() {
+    let enc = Encoder::avro(USER_SCHEMA, true).unwrap();
+    let mismatch = |bins: Vec<BinSpec>, policy: &BinPolicy| {
+        let m = write_msg("ns", None, Some(Key::Int(1)), bins).from_xdr(LUT);
+        let mut scratch = Vec::new();
+        let frame = m.to_vec().unwrap();
+        let rec = wire::parse(&frame, &mut scratch, 1 << 20).unwrap();
+        let mut out = b"earlier record".to_vec();
+        let err = enc.encode(&rec, policy, RECEIVED, &mut out).unwrap_err();
+        assert_eq!(out, b"earlier record", "{err}");
+        err
+    };
+    let text = |e: EncodeError| match e {
+        EncodeError::AvroMismatch(m) => m,
+        other => panic!("not a mismatch: {other}"),
+    };
+    // An int beyond i32 does not fit ["null", "int"].
+    let m = text(mismatch(
+        vec![BinSpec::new("id", ValueSpec::Int(1 << 40))],
+        &BinPolicy::all(),
+    ));
+    assert!(m.starts_with("\"id\": a integer value does not fit"), "{m}");
+    // A float deep inside a nested list fits neither long nor string.
+    let bad_matrix = ValueSpec::List {
+        order: ListOrder::Unordered,
+        persist_index: false,
+        items: vec![Elem::List {
+            order: ListOrder::Unordered,
+            items: vec![Elem::Int(1), Elem::Float(0.5)],
+        }],
+    };
+    let m = text(mismatch(
+        vec![BinSpec::new("matrix", bad_matrix)],
+        &BinPolicy::all(),
+    ));
+    assert!(
+        m.starts_with("\"matrix\": a float value does not fit"),
+        "{m}"
+    );
+    // A map where the schema has an array.
+    let as_map = ValueSpec::Map {
+        order: MapOrder::Unordered,
+        persist_index: false,
+        entries: vec![(s("a"), Elem::Int(1))],
+    };
+    let m = text(mismatch(
+        vec![BinSpec::new("tree", as_map)],
+        &BinPolicy::all(),
+    ));
+    assert!(m.starts_with("\"tree\": a map value does not fit"), "{m}");
+    // A bin with no field (and no `bins` map), after renaming.
+    let m = text(mismatch(
+        vec![BinSpec::new("id", ValueSpec::Int(1))],
+        &BinPolicy::all().rename("id", "other"),
+    ));
+    assert!(m.contains("bin \"other\" has no field"), "{m}");
+    // Two bins that both want field `id`.
+    let m = text(mismatch(
+        vec![
+            BinSpec::new("id", ValueSpec::Int(1)),
+            BinSpec::new("ID", ValueSpec::Int(2)),
+        ],
+        &BinPolicy::all().transform(NameTransform::Lowercase),
+    ));
+    assert!(m.contains("bin \"id\" has no field"), "{m}");
+    // A non-string map key with stringify-map-keys off.
+    let strict = Encoder::avro(USER_SCHEMA, false).unwrap();
+    let m = write_msg("ns", None, Some(Key::Int(1)), user_bins()).from_xdr(LUT);
+    let err = encode_frame(&strict, &m.to_vec().unwrap(), &BinPolicy::all()).unwrap_err();
+    assert!(
+        matches!(err, EncodeError::BadMapKey { ref bin, .. } if bin == "lookup"),
+        "{err}"
+    );
+}

@@ -12,16 +12,21 @@
 //! the first branch that accepts the value's kind; a record with exactly one
 //! field accepts what its field accepts (the value is wrapped in it: that is
 //! how the default schema nests collections).
+//!
+//! The schema is parsed once by `apache-avro` and compiled into a [`Plan`]:
+//! a flat arena of writer nodes (named types are one node, so recursive
+//! schemas are cycles of indices). Encoding walks the record and the plan
+//! together and writes zigzag varints, lengths and bytes straight into the
+//! output buffer: nothing is allocated per record (errors aside).
 
 use std::collections::HashMap;
+use std::fmt;
 
-use apache_avro::schema::{Name, RecordSchema};
-use apache_avro::types::Value as Avro;
+use apache_avro::schema::Name;
 use apache_avro::Schema;
 use base64::Engine as _;
 
-use super::{check_depth, next_elem};
-use super::{BinPolicy, EncodeError, SchemaError};
+use super::{BinPolicy, EncodeError, OutName, SchemaError, MAX_DEPTH};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
 use crate::wire::msgpack::{Elem, Reader};
 
@@ -57,23 +62,291 @@ pub const DEFAULT_SCHEMA: &str = r#"{
   ]
 }"#;
 
-/// A parsed schema and the named types it defines.
+/// Index of a node in [`Plan::nodes`].
+type NodeId = usize;
+
+/// One writer node: what a schema (or a named type) writes.
+#[derive(Debug)]
+enum Node {
+    Null,
+    Boolean,
+    Int,
+    Long,
+    /// `long` with logical type `timestamp-millis`.
+    TimestampMillis,
+    Float,
+    Double,
+    String,
+    Bytes,
+    Enum(Box<[Box<str>]>),
+    Fixed(usize),
+    Array(NodeId),
+    Map(NodeId),
+    /// Fields in schema order.
+    Record(Box<[(Box<str>, NodeId)]>),
+    Union(Box<[NodeId]>),
+    /// A type no record value maps to (decimal, uuid, date, ...).
+    Nothing,
+}
+
+/// How a nullable type writes null: nothing, or the null branch's index.
+#[derive(Debug, Clone, Copy)]
+enum Null {
+    Plain,
+    Branch(u32),
+}
+
+/// Which part of the record a metadata field takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meta {
+    Msg,
+    Namespace,
+    Set,
+    UserKey,
+    Digest,
+    Gen,
+    Lut,
+    Exp,
+    Durable,
+    /// A field sluice does not write: null when nullable, else an error.
+    Other,
+}
+
+#[derive(Debug)]
+struct MetaField {
+    name: Box<str>,
+    source: Meta,
+    node: NodeId,
+    null: Option<Null>,
+}
+
+/// One field of the top-level record.
+#[derive(Debug)]
+enum TopField {
+    /// The `metadata` field: its record's fields, or `None` when its type is
+    /// not a record (every record is then a mismatch).
+    Metadata(Option<Box<[MetaField]>>),
+    /// Any other field: the bin of that name, else (`bins_map`, for a field
+    /// `bins` of map type) every bin without a field of its own, else null.
+    Value {
+        name: Box<str>,
+        node: NodeId,
+        null: Option<Null>,
+        /// The union branch holding the map (if the type is a union) and the
+        /// map's value node.
+        bins_map: Option<(Option<u32>, NodeId)>,
+    },
+}
+
+/// The compiled schema.
+#[derive(Debug)]
+struct Plan {
+    nodes: Vec<Node>,
+    /// The schema each node came from, as JSON (for error messages).
+    texts: Vec<Box<str>>,
+    top: Vec<TopField>,
+}
+
+/// A parsed schema, compiled for writing.
 #[derive(Debug)]
 pub struct AvroFormat {
     schema: Schema,
-    names: HashMap<Name, Schema>,
+    plan: Plan,
     stringify_map_keys: bool,
 }
 
-/// A value on its way into the schema: a msgpack element, with the reader
-/// positioned after it (so lists and maps can be walked).
-type Item<'a> = Elem<'a>;
+/// Longest schema text quoted in an error message.
+const MAX_SCHEMA_TEXT: usize = 200;
+
+/// Most single-field records and unions a value may pass through without
+/// being written: bounds `accepts` on a schema whose one-field record holds
+/// itself.
+const MAX_WRAPS: usize = 16;
+
+/// Compiles `apache_avro` schemas into plan nodes.
+struct Compiler<'s> {
+    names: HashMap<Name, &'s Schema>,
+    /// Named types already given a node (recursion ends here).
+    done: HashMap<Name, NodeId>,
+    nodes: Vec<Node>,
+    texts: Vec<Box<str>>,
+}
+
+impl<'s> Compiler<'s> {
+    fn resolve(&self, s: &'s Schema) -> &'s Schema {
+        match s {
+            Schema::Ref { name } => self
+                .names
+                .get(name)
+                .or_else(|| {
+                    self.names
+                        .iter()
+                        .find(|(n, _)| n.name() == name.name())
+                        .map(|(_, s)| s)
+                })
+                .copied()
+                .unwrap_or(s),
+            _ => s,
+        }
+    }
+
+    fn push(&mut self, node: Node, s: &Schema) -> NodeId {
+        let mut text = serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"));
+        if text.len() > MAX_SCHEMA_TEXT {
+            let mut cut = MAX_SCHEMA_TEXT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        self.nodes.push(node);
+        self.texts.push(text.into());
+        self.nodes.len() - 1
+    }
+
+    fn compile(&mut self, s: &'s Schema) -> NodeId {
+        let s = self.resolve(s);
+        if let Some(name) = s.name() {
+            if let Some(&id) = self.done.get(name) {
+                return id;
+            }
+        }
+        match s {
+            Schema::Null => self.push(Node::Null, s),
+            Schema::Boolean => self.push(Node::Boolean, s),
+            Schema::Int => self.push(Node::Int, s),
+            Schema::Long => self.push(Node::Long, s),
+            Schema::TimestampMillis => self.push(Node::TimestampMillis, s),
+            Schema::Float => self.push(Node::Float, s),
+            Schema::Double => self.push(Node::Double, s),
+            Schema::String => self.push(Node::String, s),
+            Schema::Bytes => self.push(Node::Bytes, s),
+            Schema::Enum(e) => {
+                let symbols = e.symbols.iter().map(|x| x.as_str().into()).collect();
+                let id = self.push(Node::Enum(symbols), s);
+                self.done.insert(e.name.clone(), id);
+                id
+            }
+            Schema::Fixed(f) => {
+                let id = self.push(Node::Fixed(f.size), s);
+                self.done.insert(f.name.clone(), id);
+                id
+            }
+            Schema::Array(a) => {
+                let id = self.push(Node::Nothing, s);
+                self.nodes[id] = Node::Array(self.compile(&a.items));
+                id
+            }
+            Schema::Map(m) => {
+                let id = self.push(Node::Nothing, s);
+                self.nodes[id] = Node::Map(self.compile(&m.types));
+                id
+            }
+            Schema::Union(u) => {
+                let id = self.push(Node::Nothing, s);
+                let branches = u.variants().iter().map(|v| self.compile(v)).collect();
+                self.nodes[id] = Node::Union(branches);
+                id
+            }
+            Schema::Record(r) => {
+                // Registered before its fields, so that they may refer to it.
+                let id = self.push(Node::Nothing, s);
+                self.done.insert(r.name.clone(), id);
+                let fields = r
+                    .fields
+                    .iter()
+                    .map(|f| (f.name.as_str().into(), self.compile(&f.schema)))
+                    .collect();
+                self.nodes[id] = Node::Record(fields);
+                id
+            }
+            _ => self.push(Node::Nothing, s),
+        }
+    }
+
+    /// How `s` writes null, when it can.
+    fn null_of(&self, s: &'s Schema) -> Option<Null> {
+        match self.resolve(s) {
+            Schema::Null => Some(Null::Plain),
+            Schema::Union(u) => u
+                .variants()
+                .iter()
+                .position(|v| matches!(v, Schema::Null))
+                .map(|i| Null::Branch(i as u32)),
+            _ => None,
+        }
+    }
+
+    /// For a field `bins`: the map it is (or the union branch that is one).
+    fn map_of(&mut self, s: &'s Schema) -> Option<(Option<u32>, NodeId)> {
+        match self.resolve(s) {
+            Schema::Map(m) => Some((None, self.compile(&m.types))),
+            Schema::Union(u) => {
+                let (i, m) =
+                    u.variants()
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, v)| match self.resolve(v) {
+                            Schema::Map(m) => Some((i, m)),
+                            _ => None,
+                        })?;
+                Some((Some(i as u32), self.compile(&m.types)))
+            }
+            _ => None,
+        }
+    }
+
+    fn metadata(&mut self, s: &'s Schema) -> Option<Box<[MetaField]>> {
+        let Schema::Record(r) = self.resolve(s) else {
+            return None;
+        };
+        let fields = r
+            .fields
+            .iter()
+            .map(|f| MetaField {
+                name: f.name.as_str().into(),
+                source: match f.name.as_str() {
+                    "msg" => Meta::Msg,
+                    "namespace" => Meta::Namespace,
+                    "set" => Meta::Set,
+                    "userKey" => Meta::UserKey,
+                    "digest" => Meta::Digest,
+                    "gen" => Meta::Gen,
+                    "lut" => Meta::Lut,
+                    "exp" => Meta::Exp,
+                    "durable" => Meta::Durable,
+                    _ => Meta::Other,
+                },
+                node: self.compile(&f.schema),
+                null: self.null_of(&f.schema),
+            })
+            .collect();
+        Some(fields)
+    }
+}
+
+/// Where a value being written comes from, for error messages.
+#[derive(Clone, Copy)]
+enum Label<'a> {
+    Bin(OutName<'a>),
+    Meta(&'a str),
+}
+
+impl fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Label::Bin(n) => f.write_str(&n.to_owned_string()),
+            Label::Meta(n) => write!(f, "metadata.{n}"),
+        }
+    }
+}
 
 fn mismatch(what: String) -> EncodeError {
     EncodeError::AvroMismatch(what)
 }
 
-fn kind_name(e: &Item<'_>) -> &'static str {
+fn kind_name(e: &Elem<'_>) -> &'static str {
     match e {
         Elem::Nil => "null",
         Elem::Bool(_) => "boolean",
@@ -86,25 +359,135 @@ fn kind_name(e: &Item<'_>) -> &'static str {
     }
 }
 
+/// A scalar as it will be written.
+enum Scalar<'a> {
+    Null,
+    Boolean(bool),
+    /// int and long: both zigzag varints.
+    Long(i64),
+    Float(f32),
+    Double(f64),
+    /// string and bytes: length, then the bytes.
+    Bytes(&'a [u8]),
+    /// fixed: the bytes alone.
+    Fixed(&'a [u8]),
+}
+
+/// A scalar element in a non-union, non-collection node, if it fits.
+fn scalar<'a>(e: &Elem<'a>, node: &Node) -> Option<Scalar<'a>> {
+    Some(match (*e, node) {
+        (Elem::Nil, Node::Null) => Scalar::Null,
+        (Elem::Bool(b), Node::Boolean) => Scalar::Boolean(b),
+        (Elem::Int(i), Node::Long | Node::TimestampMillis) => Scalar::Long(i),
+        (Elem::Int(i), Node::Int) => Scalar::Long(i64::from(i32::try_from(i).ok()?)),
+        (Elem::Uint(u), Node::Long) => Scalar::Long(i64::try_from(u).ok()?),
+        (Elem::Float(f), Node::Double) => Scalar::Double(f),
+        (Elem::Float(f), Node::Float) => Scalar::Float(f as f32),
+        (Elem::Str(t) | Elem::Geo(t), Node::String) => Scalar::Bytes(t.as_bytes()),
+        (Elem::Str(t), Node::Enum(symbols)) => {
+            let i = symbols.iter().position(|x| **x == *t)?;
+            Scalar::Long(i as i64)
+        }
+        (Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. }, Node::Bytes) => {
+            Scalar::Bytes(bytes)
+        }
+        (Elem::Blob { bytes, .. }, Node::Fixed(size)) if *size == bytes.len() => {
+            Scalar::Fixed(bytes)
+        }
+        _ => return None,
+    })
+}
+
+/// Appends `v` as an Avro `long` (also `int`): zigzag, then a base-128 varint.
+fn write_long(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Appends a length-prefixed `string` or `bytes`.
+fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    write_long(out, b.len() as i64);
+    out.extend_from_slice(b);
+}
+
+fn write_scalar(out: &mut Vec<u8>, s: Scalar<'_>) {
+    match s {
+        Scalar::Null => {}
+        Scalar::Boolean(b) => out.push(u8::from(b)),
+        Scalar::Long(i) => write_long(out, i),
+        Scalar::Float(f) => out.extend_from_slice(&f.to_le_bytes()),
+        Scalar::Double(f) => out.extend_from_slice(&f.to_le_bytes()),
+        Scalar::Bytes(b) => write_bytes(out, b),
+        Scalar::Fixed(b) => out.extend_from_slice(b),
+    }
+}
+
+fn write_null(out: &mut Vec<u8>, n: Null) {
+    if let Null::Branch(i) = n {
+        write_long(out, i64::from(i));
+    }
+}
+
+/// Appends a map key (or any text) as an Avro string, the text formatted on
+/// the stack.
+fn write_text(out: &mut Vec<u8>, text: &str) {
+    write_bytes(out, text.as_bytes());
+}
+
 impl AvroFormat {
     pub fn new(schema_json: &str, stringify_map_keys: bool) -> Result<Self, SchemaError> {
         let schema =
             Schema::parse_str(schema_json).map_err(|e| SchemaError::Parse(e.to_string()))?;
-        if !matches!(schema, Schema::Record(_)) {
+        let Schema::Record(top) = &schema else {
             return Err(SchemaError::NotARecord(format!(
                 "{:?}",
                 apache_avro::schema::SchemaKind::from(&schema)
             )));
-        }
-        let names = apache_avro::schema::ResolvedSchema::try_from(&schema)
-            .map_err(|e| SchemaError::Parse(e.to_string()))?
-            .get_names()
+        };
+        let resolved = apache_avro::schema::ResolvedSchema::try_from(&schema)
+            .map_err(|e| SchemaError::Parse(e.to_string()))?;
+        let mut c = Compiler {
+            names: resolved
+                .get_names()
+                .iter()
+                .map(|(n, s)| (n.clone(), *s))
+                .collect(),
+            done: HashMap::new(),
+            nodes: Vec::new(),
+            texts: Vec::new(),
+        };
+        let top = top
+            .fields
             .iter()
-            .map(|(n, s)| (n.clone(), (*s).clone()))
+            .map(|f| {
+                if f.name == "metadata" {
+                    TopField::Metadata(c.metadata(&f.schema))
+                } else {
+                    TopField::Value {
+                        name: f.name.as_str().into(),
+                        node: c.compile(&f.schema),
+                        null: c.null_of(&f.schema),
+                        bins_map: if f.name == "bins" {
+                            c.map_of(&f.schema)
+                        } else {
+                            None
+                        },
+                    }
+                }
+            })
             .collect();
+        let plan = Plan {
+            nodes: c.nodes,
+            texts: c.texts,
+            top,
+        };
         Ok(AvroFormat {
             schema,
-            names,
+            plan,
             stringify_map_keys,
         })
     }
@@ -114,20 +497,13 @@ impl AvroFormat {
         &self.schema
     }
 
-    fn resolve<'s>(&'s self, s: &'s Schema) -> &'s Schema {
-        match s {
-            Schema::Ref { name } => self
-                .names
-                .get(name)
-                .or_else(|| {
-                    self.names
-                        .iter()
-                        .find(|(n, _)| n.name() == name.name())
-                        .map(|(_, s)| s)
-                })
-                .unwrap_or(s),
-            _ => s,
-        }
+    /// True when `name` is a top-level field other than `metadata` (a bin
+    /// of that name goes there, not into `bins`).
+    fn is_field(&self, name: &OutName<'_>) -> bool {
+        self.plan.top.iter().any(|f| match f {
+            TopField::Value { name: n, .. } => name.eq_str(n),
+            TopField::Metadata(_) => false,
+        })
     }
 
     pub(crate) fn write<'a, I>(
@@ -139,180 +515,140 @@ impl AvroFormat {
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError>
     where
-        I: Iterator<Item = Bin<'a>>,
+        I: Iterator<Item = Bin<'a>> + Clone,
     {
-        let Schema::Record(top) = &self.schema else {
-            return Err(mismatch("schema is not a record".into()));
+        // Deletes carry no bins.
+        let is_write = rec.action == Action::Write;
+        let selected = || {
+            bins.clone()
+                .take_while(move |_| is_write)
+                .filter_map(|b| policy.select(b.name).map(|n| (n, b)))
         };
-        let mut bins: Vec<(String, Bin<'a>)> = match rec.action {
-            Action::Write => bins
-                .filter_map(|b| policy.select(b.name).map(|n| (n.to_owned_string(), b)))
-                .collect(),
-            Action::Delete { .. } => Vec::new(),
-        };
-        let has_own_field = |name: &str| top.lookup.contains_key(name) && name != "metadata";
-        let mut fields = Vec::with_capacity(top.fields.len());
-        for field in &top.fields {
-            let value = if field.name == "metadata" {
-                self.metadata(rec, received_ms, &field.schema)?
-            } else if let Some(i) = bins.iter().position(|(n, _)| *n == field.name) {
-                let (name, bin) = bins.swap_remove(i);
-                self.bin_value(&bin.value, &field.schema, &name)?
-            } else if field.name == "bins" && self.is_map(&field.schema) {
-                let rest: Vec<_> = {
-                    let (mine, rest): (Vec<_>, Vec<_>) =
-                        bins.drain(..).partition(|(n, _)| has_own_field(n));
-                    bins = mine;
-                    rest
-                };
-                self.bins_map(rest, &field.schema)?
-            } else {
-                self.null_for(&field.schema).ok_or_else(|| {
-                    mismatch(format!(
-                        "the record has nothing for required field {:?}",
-                        field.name
-                    ))
-                })?
+        let mut map_taken = false;
+        for field in &self.plan.top {
+            let (name, node, null, bins_map) = match field {
+                TopField::Metadata(fields) => {
+                    self.metadata(rec, received_ms, fields.as_deref(), out)?;
+                    continue;
+                }
+                TopField::Value {
+                    name,
+                    node,
+                    null,
+                    bins_map,
+                } => (name, *node, *null, *bins_map),
             };
-            fields.push((field.name.clone(), value));
+            if let Some((n, bin)) = selected().find(|(n, _)| n.eq_str(name)) {
+                self.bin_value(&bin.value, node, Label::Bin(n), out)?;
+            } else if let Some((branch, values)) = bins_map {
+                map_taken = true;
+                if let Some(i) = branch {
+                    write_long(out, i64::from(i));
+                }
+                let count = selected().filter(|(n, _)| !self.is_field(n)).count();
+                if count > 0 {
+                    write_long(out, count as i64);
+                    for (n, bin) in selected().filter(|(n, _)| !self.is_field(n)) {
+                        write_long(out, n.byte_len() as i64);
+                        n.push_to(out);
+                        self.bin_value(&bin.value, values, Label::Bin(n), out)?;
+                    }
+                }
+                write_long(out, 0);
+            } else if let Some(null) = null {
+                write_null(out, null);
+            } else {
+                return Err(mismatch(format!(
+                    "the record has nothing for required field {name:?}"
+                )));
+            }
         }
-        if let Some((name, _)) = bins.first() {
-            return Err(mismatch(format!(
-                "bin {name:?} has no field in the schema (exclude it with bin-transforms, or add a field or a \"bins\" map)"
-            )));
+        // Every bin must have gone somewhere: its own field (the first bin
+        // of a name takes it) or the bins map.
+        for (i, (n, _)) in selected().enumerate() {
+            let placed = if self.is_field(&n) {
+                !selected().take(i).any(|(m, _)| m.same_as(&n))
+            } else {
+                map_taken
+            };
+            if !placed {
+                return Err(mismatch(format!(
+                    "bin {:?} has no field in the schema (exclude it with bin-transforms, or add a field or a \"bins\" map)",
+                    n.to_owned_string()
+                )));
+            }
         }
-        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&self.schema)
-            .build()
-            .map_err(|e| EncodeError::Avro(e.to_string()))?;
-        writer
-            .write_value_ref(out, &Avro::Record(fields))
-            .map_err(|e| mismatch(e.to_string()))?;
         Ok(())
-    }
-
-    fn is_map(&self, s: &Schema) -> bool {
-        match self.resolve(s) {
-            Schema::Map(_) => true,
-            Schema::Union(u) => u
-                .variants()
-                .iter()
-                .any(|v| matches!(self.resolve(v), Schema::Map(_))),
-            _ => false,
-        }
-    }
-
-    /// `Value::Null` in the union branch that is null, when there is one.
-    fn null_for(&self, s: &Schema) -> Option<Avro> {
-        match self.resolve(s) {
-            Schema::Null => Some(Avro::Null),
-            Schema::Union(u) => u
-                .variants()
-                .iter()
-                .position(|v| matches!(v, Schema::Null))
-                .map(|i| Avro::Union(i as u32, Box::new(Avro::Null))),
-            _ => None,
-        }
     }
 
     fn metadata(
         &self,
         rec: &Record<'_>,
         received_ms: u64,
-        s: &Schema,
-    ) -> Result<Avro, EncodeError> {
-        let Schema::Record(RecordSchema { fields, .. }) = self.resolve(s) else {
+        fields: Option<&[MetaField]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let Some(fields) = fields else {
             return Err(mismatch("schema field \"metadata\" is not a record".into()));
         };
-        let (msg, durable) = match rec.action {
-            Action::Write => ("write", None),
-            Action::Delete { durable } => ("delete", Some(durable)),
+        let durable = match rec.action {
+            Action::Write => None,
+            Action::Delete { durable } => Some(durable),
         };
-        let mut out = Vec::with_capacity(fields.len());
         for f in fields {
-            let item = match f.name.as_str() {
-                "msg" => Elem::Str(msg),
-                "namespace" => Elem::Str(rec.namespace),
-                "set" => rec.set.map_or(Elem::Nil, Elem::Str),
-                "userKey" => match rec.user_key {
+            let item = match f.source {
+                Meta::Msg => Elem::Str(if durable.is_some() { "delete" } else { "write" }),
+                Meta::Namespace => Elem::Str(rec.namespace),
+                Meta::Set => rec.set.map_or(Elem::Nil, Elem::Str),
+                Meta::UserKey => match rec.user_key {
                     None => Elem::Nil,
                     Some(UserKey::Int(i)) => Elem::Int(i),
                     Some(UserKey::Float(x)) => Elem::Float(x),
                     Some(UserKey::Str(s)) => Elem::Str(s),
                     Some(UserKey::Blob(b)) => Elem::Blob { ptype: 4, bytes: b },
                 },
-                "digest" => Elem::Blob {
+                Meta::Digest => Elem::Blob {
                     ptype: 4,
                     bytes: &rec.digest,
                 },
-                "gen" => Elem::Int(i64::from(rec.generation)),
-                "lut" => Elem::Int(rec.lut.unwrap_or(0) as i64),
+                Meta::Gen => Elem::Int(i64::from(rec.generation)),
+                Meta::Lut => Elem::Int(rec.lut.unwrap_or(0) as i64),
                 // Deletes have no expiry: null, or 0 when the schema wants a long.
-                "exp" if durable.is_some() => {
-                    if self.null_for(&f.schema).is_some() {
-                        Elem::Nil
-                    } else {
-                        Elem::Int(0)
-                    }
-                }
-                "exp" => Elem::Int(rec.expiry(received_ms) as i64),
-                "durable" => match durable {
-                    Some(d) => Elem::Bool(d),
-                    None if self.null_for(&f.schema).is_some() => Elem::Nil,
-                    None => Elem::Bool(false),
+                Meta::Exp if durable.is_some() => match f.null {
+                    Some(_) => Elem::Nil,
+                    None => Elem::Int(0),
                 },
-                other => {
-                    let v = self.null_for(&f.schema).ok_or_else(|| {
+                Meta::Exp => Elem::Int(rec.expiry(received_ms) as i64),
+                Meta::Durable => match (durable, f.null) {
+                    (Some(d), _) => Elem::Bool(d),
+                    (None, Some(_)) => Elem::Nil,
+                    (None, None) => Elem::Bool(false),
+                },
+                Meta::Other => {
+                    let null = f.null.ok_or_else(|| {
                         mismatch(format!(
-                            "metadata field {other:?} is not one sluice writes and is not nullable"
+                            "metadata field {:?} is not one sluice writes and is not nullable",
+                            f.name
                         ))
                     })?;
-                    out.push((f.name.clone(), v));
+                    write_null(out, null);
                     continue;
                 }
             };
             let mut none = Reader::new(&[]);
-            let v = self.convert(
-                item,
-                &mut none,
-                &f.schema,
-                0,
-                &format!("metadata.{}", f.name),
-            )?;
-            out.push((f.name.clone(), v));
+            self.convert(item, &mut none, f.node, 0, Label::Meta(&f.name), out)?;
         }
-        Ok(Avro::Record(out))
+        Ok(())
     }
 
-    fn bins_map(&self, bins: Vec<(String, Bin<'_>)>, s: &Schema) -> Result<Avro, EncodeError> {
-        let (union_index, map) = match self.resolve(s) {
-            Schema::Map(m) => (None, m),
-            Schema::Union(u) => {
-                let found =
-                    u.variants()
-                        .iter()
-                        .enumerate()
-                        .find_map(|(i, v)| match self.resolve(v) {
-                            Schema::Map(m) => Some((Some(i as u32), m)),
-                            _ => None,
-                        });
-                found.ok_or_else(|| mismatch("field \"bins\" is not a map".into()))?
-            }
-            _ => return Err(mismatch("field \"bins\" is not a map".into())),
-        };
-        let mut entries = HashMap::with_capacity(bins.len());
-        for (name, bin) in bins {
-            let v = self.bin_value(&bin.value, &map.types, &name)?;
-            entries.insert(name, v);
-        }
-        let m = Avro::Map(entries);
-        Ok(match union_index {
-            Some(i) => Avro::Union(i, Box::new(m)),
-            None => m,
-        })
-    }
-
-    fn bin_value(&self, v: &Value<'_>, s: &Schema, bin: &str) -> Result<Avro, EncodeError> {
-        let (item, body): (Item<'_>, &[u8]) = match *v {
+    fn bin_value(
+        &self,
+        v: &Value<'_>,
+        node: NodeId,
+        label: Label<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let (item, body): (Elem<'_>, &[u8]) = match *v {
             Value::Null => (Elem::Nil, &[]),
             Value::Int(i) => (Elem::Int(i), &[]),
             Value::Float(f) => (Elem::Float(f), &[]),
@@ -337,90 +673,114 @@ impl AvroFormat {
             ),
         };
         let mut r = Reader::new(body);
-        self.convert(item, &mut r, s, 0, bin)
+        self.convert(item, &mut r, node, 0, label, out)
     }
 
-    /// Whether `s` (or a branch of it) takes a value of `e`'s kind.
-    fn accepts(&self, e: &Item<'_>, s: &Schema) -> bool {
-        match self.resolve(s) {
-            Schema::Union(u) => u.variants().iter().any(|v| self.accepts(e, v)),
-            Schema::Record(r) if r.fields.len() == 1 => self.accepts(e, &r.fields[0].schema),
-            Schema::Array(_) => matches!(e, Elem::List { .. }),
-            Schema::Map(_) => matches!(e, Elem::Map { .. }),
+    /// Whether `node` (or a branch of it) takes a value of `e`'s kind.
+    fn accepts(&self, e: &Elem<'_>, node: NodeId, wraps: usize) -> bool {
+        if wraps > MAX_WRAPS {
+            return false;
+        }
+        match &self.plan.nodes[node] {
+            Node::Union(branches) => branches.iter().any(|&b| self.accepts(e, b, wraps + 1)),
+            Node::Record(fields) if fields.len() == 1 => self.accepts(e, fields[0].1, wraps + 1),
+            Node::Array(_) => matches!(e, Elem::List { .. }),
+            Node::Map(_) => matches!(e, Elem::Map { .. }),
             other => scalar(e, other).is_some(),
         }
     }
 
+    /// Writes `e` (its elements read from `r` when it is a list or map) as
+    /// `node`.
     fn convert(
         &self,
-        e: Item<'_>,
+        e: Elem<'_>,
         r: &mut Reader<'_>,
-        s: &Schema,
+        node: NodeId,
         depth: usize,
-        bin: &str,
-    ) -> Result<Avro, EncodeError> {
-        check_depth(depth, bin)?;
+        label: Label<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        if depth > MAX_DEPTH {
+            return Err(EncodeError::TooDeep {
+                bin: label.to_string(),
+            });
+        }
         let no_fit = || {
             mismatch(format!(
-                "{bin:?}: a {} value does not fit {:?}",
+                "{:?}: a {} value does not fit {}",
+                label.to_string(),
                 kind_name(&e),
-                s
+                self.plan.texts[node]
             ))
         };
-        match self.resolve(s) {
-            Schema::Union(u) => {
-                let i = u
-                    .variants()
+        match &self.plan.nodes[node] {
+            Node::Union(branches) => {
+                let i = branches
                     .iter()
-                    .position(|v| self.accepts(&e, v))
+                    .position(|&b| self.accepts(&e, b, 0))
                     .ok_or_else(no_fit)?;
-                let v = self.convert(e, r, &u.variants()[i], depth, bin)?;
-                Ok(Avro::Union(i as u32, Box::new(v)))
+                write_long(out, i as i64);
+                self.convert(e, r, branches[i], depth, label, out)
             }
-            Schema::Record(rs)
-                if rs.fields.len() == 1 && self.accepts(&e, &rs.fields[0].schema) =>
-            {
-                let f = &rs.fields[0];
-                Ok(Avro::Record(vec![(
-                    f.name.clone(),
-                    self.convert(e, r, &f.schema, depth, bin)?,
-                )]))
+            Node::Record(fields) if fields.len() == 1 && self.accepts(&e, fields[0].1, 0) => {
+                self.convert(e, r, fields[0].1, depth, label, out)
             }
-            Schema::Array(a) => {
+            Node::Array(items) => {
                 let Elem::List { len, .. } = e else {
                     return Err(no_fit());
                 };
-                let mut items = Vec::with_capacity(len.min(1024) as usize);
-                for _ in 0..len {
-                    let x = next_elem(r, bin)?;
-                    items.push(self.convert(x, r, &a.items, depth + 1, bin)?);
+                if len > 0 {
+                    write_long(out, i64::from(len));
+                    for _ in 0..len {
+                        let x = self.next_elem(r, label)?;
+                        self.convert(x, r, *items, depth + 1, label, out)?;
+                    }
                 }
-                Ok(Avro::Array(items))
+                write_long(out, 0);
+                Ok(())
             }
-            Schema::Map(m) => {
+            Node::Map(values) => {
                 let Elem::Map { len, .. } = e else {
                     return Err(no_fit());
                 };
-                let mut entries = HashMap::with_capacity(len.min(1024) as usize);
-                for _ in 0..len {
-                    let k = self.key(next_elem(r, bin)?, bin)?;
-                    let x = next_elem(r, bin)?;
-                    entries.insert(k, self.convert(x, r, &m.types, depth + 1, bin)?);
+                if len > 0 {
+                    write_long(out, i64::from(len));
+                    for _ in 0..len {
+                        let k = self.next_elem(r, label)?;
+                        self.key(k, label, out)?;
+                        let x = self.next_elem(r, label)?;
+                        self.convert(x, r, *values, depth + 1, label, out)?;
+                    }
                 }
-                Ok(Avro::Map(entries))
+                write_long(out, 0);
+                Ok(())
             }
-            other => scalar(&e, other).ok_or_else(no_fit),
+            other => {
+                write_scalar(out, scalar(&e, other).ok_or_else(no_fit)?);
+                Ok(())
+            }
         }
     }
 
-    /// A map key as an Avro map key (always a string).
-    fn key(&self, k: Item<'_>, bin: &str) -> Result<String, EncodeError> {
+    fn next_elem<'r>(&self, r: &mut Reader<'r>, label: Label<'_>) -> Result<Elem<'r>, EncodeError> {
+        r.next().map_err(|source| EncodeError::BadCollection {
+            bin: label.to_string(),
+            source,
+        })
+    }
+
+    /// Appends a map key as an Avro map key (always a string).
+    fn key(&self, k: Elem<'_>, label: Label<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let bad = |what| EncodeError::BadMapKey {
-            bin: bin.to_string(),
+            bin: label.to_string(),
             what,
         };
         match k {
-            Elem::Str(s) => return Ok(s.to_string()),
+            Elem::Str(s) => {
+                write_text(out, s);
+                return Ok(());
+            }
             Elem::List { .. } => return Err(bad("list")),
             Elem::Map { .. } => return Err(bad("map")),
             _ if !self.stringify_map_keys => {
@@ -428,44 +788,26 @@ impl AvroFormat {
             }
             _ => {}
         }
-        Ok(match k {
-            Elem::Int(_) | Elem::Uint(_) | Elem::Float(_) | Elem::Bool(_) | Elem::Nil => {
-                // The same text as the json format writes for such keys.
-                let mut text = Vec::new();
-                super::json::write_scalar(&mut text, k);
-                String::from_utf8_lossy(&text).into_owned()
-            }
-            Elem::Geo(s) => s.to_string(),
+        // The same text as the json format writes for such keys.
+        match k {
+            Elem::Int(i) => write_text(out, itoa::Buffer::new().format(i)),
+            Elem::Uint(u) => write_text(out, itoa::Buffer::new().format(u)),
+            Elem::Float(f) if f.is_finite() => write_text(out, ryu::Buffer::new().format_finite(f)),
+            Elem::Float(_) | Elem::Nil => write_text(out, "null"),
+            Elem::Bool(b) => write_text(out, if b { "true" } else { "false" }),
+            Elem::Geo(s) => write_text(out, s),
             Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => {
-                base64::engine::general_purpose::STANDARD.encode(bytes)
+                let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
+                write_long(out, len as i64);
+                let start = out.len();
+                out.resize(start + len, 0);
+                let written = base64::engine::general_purpose::STANDARD
+                    .encode_slice(bytes, &mut out[start..])
+                    .unwrap_or(0);
+                out.truncate(start + written);
             }
-            Elem::Str(_) | Elem::List { .. } | Elem::Map { .. } => String::new(),
-        })
+            Elem::Str(_) | Elem::List { .. } | Elem::Map { .. } => {}
+        }
+        Ok(())
     }
-}
-
-/// A scalar element in a non-union, non-collection schema, if it fits.
-fn scalar(e: &Item<'_>, s: &Schema) -> Option<Avro> {
-    Some(match (e, s) {
-        (Elem::Nil, Schema::Null) => Avro::Null,
-        (Elem::Bool(b), Schema::Boolean) => Avro::Boolean(*b),
-        (Elem::Int(i), Schema::Long) => Avro::Long(*i),
-        (Elem::Int(i), Schema::TimestampMillis) => Avro::TimestampMillis(*i),
-        (Elem::Int(i), Schema::Int) => Avro::Int(i32::try_from(*i).ok()?),
-        (Elem::Uint(u), Schema::Long) => Avro::Long(i64::try_from(*u).ok()?),
-        (Elem::Float(f), Schema::Double) => Avro::Double(*f),
-        (Elem::Float(f), Schema::Float) => Avro::Float(*f as f32),
-        (Elem::Str(t) | Elem::Geo(t), Schema::String) => Avro::String(t.to_string()),
-        (Elem::Str(t), Schema::Enum(en)) => {
-            let i = en.symbols.iter().position(|x| x == t)?;
-            Avro::Enum(i as u32, t.to_string())
-        }
-        (Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. }, Schema::Bytes) => {
-            Avro::Bytes(bytes.to_vec())
-        }
-        (Elem::Blob { bytes, .. }, Schema::Fixed(f)) if f.size == bytes.len() => {
-            Avro::Fixed(f.size, bytes.to_vec())
-        }
-        _ => return None,
-    })
 }
