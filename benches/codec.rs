@@ -18,68 +18,17 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, Criterion, Throughput};
-use sluice_codec::build::{BinSpec, Elem, Key, Message, ValueSpec};
+use sluice_codec::build::Message;
 use sluice_codec::encode::{avro, BinPolicy, Encoder};
-use sluice_codec::record::{ListOrder, MapOrder};
 use sluice_codec::wire;
 
 const RECEIVED_MS: u64 = 1_700_000_000_000;
 
-/// The standard record of BENCHMARKS.md: namespace `test`, set `demo`, a
-/// 12-byte string key, XDR bit, LUT, TTL 30 days, 10 bins (4 integers, a
-/// float, a bool, 16- and 64-byte strings, a list of 5 integers, a map of 3
-/// string → integer).
+/// The standard record of BENCHMARKS.md (`build::Message::standard`).
 fn standard_frame() -> Vec<u8> {
-    let bin = |name: &str, value| BinSpec {
-        name: name.to_string(),
-        lut: None,
-        value,
-    };
-    let msg = Message {
-        info1: 0x10,
-        info2: 0x01,
-        info3: 0,
-        generation: 517,
-        record_ttl: 30 * 24 * 3600,
-        transaction_ttl: 1000,
-        namespace: "test".to_string(),
-        set: Some("demo".to_string()),
-        user_key: Some(Key::Str("user-0000042".to_string())),
-        digest: None,
-        lut: Some(1_698_586_936_461),
-        extra_fields: Vec::new(),
-        bins: vec![
-            bin("id", ValueSpec::Int(42)),
-            bin("count", ValueSpec::Int(-17)),
-            bin("ts", ValueSpec::Int(1_698_586_936)),
-            bin("big", ValueSpec::Int(i64::MAX / 3)),
-            bin("score", ValueSpec::Float(3.25)),
-            bin("active", ValueSpec::Bool(true)),
-            bin("name", ValueSpec::Str("sixteen-bytes-xx".to_string())),
-            bin("desc", ValueSpec::Str("d".repeat(64))),
-            bin(
-                "nums",
-                ValueSpec::List {
-                    order: ListOrder::Unordered,
-                    persist_index: false,
-                    items: (1..=5).map(|i| Elem::Int(i * 1000)).collect(),
-                },
-            ),
-            bin(
-                "attrs",
-                ValueSpec::Map {
-                    order: MapOrder::Unordered,
-                    persist_index: false,
-                    entries: ["a", "bb", "ccc"]
-                        .iter()
-                        .zip(1..)
-                        .map(|(k, v)| (Elem::Str((*k).to_string()), Elem::Int(v)))
-                        .collect(),
-                },
-            ),
-        ],
-    };
-    msg.to_vec().expect("the standard record builds")
+    Message::standard()
+        .to_vec()
+        .expect("the standard record builds")
 }
 
 fn encoders() -> Vec<Encoder> {

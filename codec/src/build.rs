@@ -214,6 +214,54 @@ impl Message {
         m
     }
 
+    /// The standard record of BENCHMARKS.md, as XDR sends it: namespace
+    /// `test`, set `demo`, a 12-byte string key, XDR bit, LUT, generation
+    /// 517, TTL 30 days, 10 bins (4 integers, a float, a bool, 16- and
+    /// 64-byte strings, a list of 5 integers, a map of 3 string → integer).
+    /// The benchmarks and the allocation test encode this one.
+    pub fn standard() -> Self {
+        let bins = vec![
+            BinSpec::new("id", ValueSpec::Int(42)),
+            BinSpec::new("count", ValueSpec::Int(-17)),
+            BinSpec::new("ts", ValueSpec::Int(1_698_586_936)),
+            BinSpec::new("big", ValueSpec::Int(i64::MAX / 3)),
+            BinSpec::new("score", ValueSpec::Float(3.25)),
+            BinSpec::new("active", ValueSpec::Bool(true)),
+            BinSpec::new("name", ValueSpec::Str("sixteen-bytes-xx".to_owned())),
+            BinSpec::new("desc", ValueSpec::Str("d".repeat(64))),
+            BinSpec::new(
+                "nums",
+                ValueSpec::List {
+                    order: ListOrder::Unordered,
+                    persist_index: false,
+                    items: (1..=5).map(|i| Elem::Int(i * 1000)).collect(),
+                },
+            ),
+            BinSpec::new(
+                "attrs",
+                ValueSpec::Map {
+                    order: MapOrder::Unordered,
+                    persist_index: false,
+                    entries: ["a", "bb", "ccc"]
+                        .iter()
+                        .zip(1..)
+                        .map(|(k, v)| (Elem::Str((*k).to_owned()), Elem::Int(v)))
+                        .collect(),
+                },
+            ),
+        ];
+        let mut m = Message::write_record(
+            "test",
+            Some("demo"),
+            Some(Key::Str("user-0000042".to_owned())),
+            bins,
+        )
+        .from_xdr(1_698_586_936_461);
+        m.generation = 517;
+        m.record_ttl = 30 * 24 * 3600;
+        m
+    }
+
     /// Sets the XDR bit and the LUT field, as XDR sends a record.
     pub fn from_xdr(mut self, lut: u64) -> Self {
         self.info1 |= header::INFO1_XDR;

@@ -143,17 +143,175 @@ fn write_bool(out: &mut Vec<u8>, v: bool) {
 
 /// Embeds GeoJSON text as the JSON value it holds.
 fn write_geo(out: &mut Vec<u8>, json: &str, bin: &str) -> Result<(), EncodeError> {
-    use serde::de::{Deserialize, IgnoredAny};
-    let mut de = serde_json::Deserializer::from_str(json);
-    IgnoredAny::deserialize(&mut de)
-        .and_then(|_| de.end())
-        .map_err(|e| EncodeError::BadGeoJson {
-            bin: bin.to_string(),
-            why: e.to_string(),
-        })?;
+    check_json(json.as_bytes()).map_err(|(what, at)| EncodeError::BadGeoJson {
+        bin: bin.to_string(),
+        why: format!("{what} at byte {at}"),
+    })?;
     // Valid JSON has no raw CR/LF inside strings, so these are white space.
     out.extend(json.trim().bytes().filter(|&b| b != b'\n' && b != b'\r'));
     Ok(())
+}
+
+/// Deepest nesting [`check_json`] accepts (as deep as serde_json parses
+/// into values; real GeoJSON nests 4 or 5 levels).
+const MAX_JSON_DEPTH: u32 = 128;
+
+/// Checks that `s` is exactly one JSON value (RFC 8259), white space around
+/// it allowed. Iterative, with the open containers kept as bits of a `u128`,
+/// so it neither allocates nor recurses. Err: what is wrong, and where.
+fn check_json(s: &[u8]) -> Result<(), (&'static str, usize)> {
+    let mut i = 0;
+    // Bit d of `objects`: the container at depth d+1 is an object.
+    let mut objects: u128 = 0;
+    let mut depth: u32 = 0;
+    let ws = |i: &mut usize| {
+        while matches!(s.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            *i += 1;
+        }
+    };
+    'value: loop {
+        ws(&mut i);
+        match s.get(i) {
+            Some(b'{') | Some(b'[') => {
+                let is_object = s[i] == b'{';
+                i += 1;
+                if depth == MAX_JSON_DEPTH {
+                    return Err(("nesting too deep", i));
+                }
+                if is_object {
+                    objects |= 1 << depth;
+                } else {
+                    objects &= !(1 << depth);
+                }
+                depth += 1;
+                ws(&mut i);
+                let close = if is_object { b'}' } else { b']' };
+                if s.get(i) == Some(&close) {
+                    i += 1;
+                    depth -= 1;
+                } else {
+                    if is_object {
+                        i = json_key(s, i)?;
+                    }
+                    continue 'value;
+                }
+            }
+            Some(b'"') => i = json_string(s, i)?,
+            Some(b't') if s[i..].starts_with(b"true") => i += 4,
+            Some(b'f') if s[i..].starts_with(b"false") => i += 5,
+            Some(b'n') if s[i..].starts_with(b"null") => i += 4,
+            Some(b'-' | b'0'..=b'9') => i = json_number(s, i)?,
+            Some(_) => return Err(("expected a value", i)),
+            None => return Err(("end of text where a value was expected", i)),
+        }
+        // After a value: close containers or go on to the next element.
+        loop {
+            ws(&mut i);
+            if depth == 0 {
+                return if i == s.len() {
+                    Ok(())
+                } else {
+                    Err(("text after the value", i))
+                };
+            }
+            let in_object = objects & (1 << (depth - 1)) != 0;
+            match (s.get(i), in_object) {
+                (Some(b','), true) => {
+                    i = json_key(s, i + 1)?;
+                    continue 'value;
+                }
+                (Some(b','), false) => {
+                    i += 1;
+                    continue 'value;
+                }
+                (Some(b'}'), true) | (Some(b']'), false) => {
+                    i += 1;
+                    depth -= 1;
+                }
+                _ => return Err(("expected `,` or the end of the container", i)),
+            }
+        }
+    }
+}
+
+/// An object key and its colon, white space around them; returns where the
+/// value starts.
+fn json_key(s: &[u8], mut i: usize) -> Result<usize, (&'static str, usize)> {
+    while matches!(s.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    if s.get(i) != Some(&b'"') {
+        return Err(("expected a string key", i));
+    }
+    i = json_string(s, i)?;
+    while matches!(s.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    if s.get(i) != Some(&b':') {
+        return Err(("expected `:`", i));
+    }
+    Ok(i + 1)
+}
+
+/// A string starting at its opening quote; returns the position after it.
+fn json_string(s: &[u8], start: usize) -> Result<usize, (&'static str, usize)> {
+    let mut i = start + 1;
+    loop {
+        match s.get(i) {
+            None => return Err(("unterminated string", start)),
+            Some(b'"') => return Ok(i + 1),
+            Some(b'\\') => match s.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                Some(b'u')
+                    if s.get(i + 2..i + 6)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                {
+                    i += 6
+                }
+                _ => return Err(("bad escape in a string", i)),
+            },
+            Some(&b) if b < 0x20 => return Err(("control character in a string", i)),
+            Some(_) => i += 1,
+        }
+    }
+}
+
+/// A number (`-? int frac? exp?`); returns the position after it.
+fn json_number(s: &[u8], start: usize) -> Result<usize, (&'static str, usize)> {
+    let digits = |i: &mut usize| {
+        let from = *i;
+        while s.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > from
+    };
+    let mut i = start;
+    if s.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match s.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return Err(("bad number", start)),
+    }
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return Err(("bad number", start));
+        }
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return Err(("bad number", start));
+        }
+    }
+    Ok(i)
 }
 
 /// The JSON `type` of a bin value.
@@ -510,6 +668,59 @@ mod tests {
             "\"AAH+/w==\""
         );
         assert_eq!(s(|o| write_base64(o, &[])), "\"\"");
+    }
+
+    #[test]
+    fn json_check_agrees_with_serde_json() {
+        let cases = [
+            "{}",
+            "[]",
+            " 1 ",
+            "-0.5e+3",
+            "\"a\\u00e9\\n\"",
+            "[1,[2,{\"a\":[]}],null,true,false]",
+            "{\"a\":1,\"b\":{\"c\":\"d\"}}",
+            "",
+            " ",
+            "{",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "[1 2]",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "tru",
+            "nul",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"a\u{1}\"",
+            "{} {}",
+            "[}",
+            "{]",
+            "{1:2}",
+            "[\"a\",]",
+            "\"unterminated",
+            "{\"a\":1,}",
+            "[[[[]]]]",
+            "1 2",
+            "{\"type\":\"Point\",\r\n \"coordinates\":[1.5, -2]}",
+        ];
+        for c in cases {
+            let serde = serde_json::from_str::<serde::de::IgnoredAny>(c).is_ok();
+            assert_eq!(check_json(c.as_bytes()).is_ok(), serde, "{c:?}");
+        }
+        // Nesting is bounded; deeper is an error.
+        let nested = |n| "[".repeat(n) + &"]".repeat(n);
+        assert!(check_json(nested(100).as_bytes()).is_ok());
+        assert!(check_json(nested(MAX_JSON_DEPTH as usize).as_bytes()).is_ok());
+        let deeper = nested(MAX_JSON_DEPTH as usize + 1);
+        assert_eq!(
+            check_json(deeper.as_bytes()),
+            Err(("nesting too deep", MAX_JSON_DEPTH as usize + 1))
+        );
     }
 
     #[test]
