@@ -78,6 +78,15 @@ pub struct Collection<'a> {
     pub len: u32,
 }
 
+impl<'a> Collection<'a> {
+    /// A reader over the elements. Only for collections of a parsed record
+    /// (the parser validated the body, so its strings are not checked for
+    /// UTF-8 again); crate-internal, because anyone can build a `Collection`.
+    pub(crate) fn elements(&self) -> crate::wire::msgpack::Reader<'a> {
+        crate::wire::msgpack::Reader::validated(self.body)
+    }
+}
+
 /// A GeoJSON particle: flags, cell ids (big-endian u64s, raw) and the JSON text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Geo<'a> {

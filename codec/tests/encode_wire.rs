@@ -606,3 +606,49 @@ fn avro_user_schema_mismatches_name_the_bin_and_leave_the_buffer() {
         "{err}"
     );
 }
+
+#[test]
+fn avro_a_bin_named_bins_takes_the_bins_field() {
+    use apache_avro::types::Value as A;
+    let enc = Encoder::avro(avro::DEFAULT_SCHEMA, true).unwrap();
+    let map = ValueSpec::Map {
+        order: MapOrder::Unordered,
+        persist_index: false,
+        entries: vec![(s("x"), Elem::Int(1))],
+    };
+    // Alone, its map value fills the `bins` field (the map branch of the union).
+    let m = write_msg(
+        "ns",
+        None,
+        Some(Key::Int(1)),
+        vec![BinSpec::new("bins", map.clone())],
+    )
+    .from_xdr(LUT);
+    let out = encode_frame(&enc, &m.to_vec().unwrap(), &BinPolicy::all()).unwrap();
+    let A::Record(f) = avro_read(avro::DEFAULT_SCHEMA, &out) else {
+        panic!("not a record")
+    };
+    assert_eq!(f[1].0, "bins");
+    let A::Map(entries) = &f[1].1 else {
+        panic!("bins: {:?}", f[1].1)
+    };
+    assert_eq!(entries.len(), 1);
+    // The bin's own entries, each a value of the map's union.
+    assert_eq!(entries["x"], A::Union(2, Box::new(A::Long(1))));
+    // Then every other bin has nowhere to go.
+    let m = write_msg(
+        "ns",
+        None,
+        Some(Key::Int(1)),
+        vec![
+            BinSpec::new("other", ValueSpec::Int(1)),
+            BinSpec::new("bins", map),
+        ],
+    )
+    .from_xdr(LUT);
+    let err = encode_frame(&enc, &m.to_vec().unwrap(), &BinPolicy::all()).unwrap_err();
+    assert!(
+        matches!(err, EncodeError::AvroMismatch(ref m) if m.contains("bin \"other\" has no field")),
+        "{err}"
+    );
+}

@@ -524,7 +524,25 @@ impl AvroFormat {
                 .take_while(move |_| is_write)
                 .filter_map(|b| policy.select(b.name).map(|n| (n, b)))
         };
-        let mut map_taken = false;
+        // One walk up front (each walk re-reads the ops): how many bins go
+        // into a `bins` map, whether any bin is named like a field, and the
+        // first bin with nowhere to go (reported after the fields, so that a
+        // field's own error comes first).
+        let mut for_map = 0usize;
+        let mut field_named = false;
+        let mut homeless = None;
+        for (i, (n, _)) in selected().enumerate() {
+            if self.is_field(&n) {
+                field_named = true;
+                // The first bin of a name takes the field.
+                if homeless.is_none() && selected().take(i).any(|(m, _)| m.same_as(&n)) {
+                    homeless = Some(n);
+                }
+            } else {
+                for_map += 1;
+            }
+        }
+        let mut map_written = false;
         for field in &self.plan.top {
             let (name, node, null, bins_map) = match field {
                 TopField::Metadata(fields) => {
@@ -538,16 +556,20 @@ impl AvroFormat {
                     bins_map,
                 } => (name, *node, *null, *bins_map),
             };
-            if let Some((n, bin)) = selected().find(|(n, _)| n.eq_str(name)) {
+            let own = if field_named {
+                selected().find(|(n, _)| n.eq_str(name))
+            } else {
+                None
+            };
+            if let Some((n, bin)) = own {
                 self.bin_value(&bin.value, node, Label::Bin(n), out)?;
             } else if let Some((branch, values)) = bins_map {
-                map_taken = true;
+                map_written = true;
                 if let Some(i) = branch {
                     write_long(out, i64::from(i));
                 }
-                let count = selected().filter(|(n, _)| !self.is_field(n)).count();
-                if count > 0 {
-                    write_long(out, count as i64);
+                if for_map > 0 {
+                    write_long(out, for_map as i64);
                     for (n, bin) in selected().filter(|(n, _)| !self.is_field(n)) {
                         write_long(out, n.byte_len() as i64);
                         n.push_to(out);
@@ -563,20 +585,14 @@ impl AvroFormat {
                 )));
             }
         }
-        // Every bin must have gone somewhere: its own field (the first bin
-        // of a name takes it) or the bins map.
-        for (i, (n, _)) in selected().enumerate() {
-            let placed = if self.is_field(&n) {
-                !selected().take(i).any(|(m, _)| m.same_as(&n))
-            } else {
-                map_taken
-            };
-            if !placed {
-                return Err(mismatch(format!(
-                    "bin {:?} has no field in the schema (exclude it with bin-transforms, or add a field or a \"bins\" map)",
-                    n.to_owned_string()
-                )));
-            }
+        if homeless.is_none() && for_map > 0 && !map_written {
+            homeless = selected().map(|(n, _)| n).find(|n| !self.is_field(n));
+        }
+        if let Some(n) = homeless {
+            return Err(mismatch(format!(
+                "bin {:?} has no field in the schema (exclude it with bin-transforms, or add a field or a \"bins\" map)",
+                n.to_owned_string()
+            )));
         }
         Ok(())
     }
@@ -648,31 +664,31 @@ impl AvroFormat {
         label: Label<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        let (item, body): (Elem<'_>, &[u8]) = match *v {
-            Value::Null => (Elem::Nil, &[]),
-            Value::Int(i) => (Elem::Int(i), &[]),
-            Value::Float(f) => (Elem::Float(f), &[]),
-            Value::Str(s) => (Elem::Str(s), &[]),
-            Value::Bool(b) => (Elem::Bool(b), &[]),
-            Value::Blob { ptype, bytes } => (Elem::Blob { ptype, bytes }, &[]),
-            Value::Hll(bytes) => (Elem::Blob { ptype: 18, bytes }, &[]),
-            Value::Geo(g) => (Elem::Geo(g.json), &[]),
+        let none = || Reader::new(&[]);
+        let (item, mut r) = match *v {
+            Value::Null => (Elem::Nil, none()),
+            Value::Int(i) => (Elem::Int(i), none()),
+            Value::Float(f) => (Elem::Float(f), none()),
+            Value::Str(s) => (Elem::Str(s), none()),
+            Value::Bool(b) => (Elem::Bool(b), none()),
+            Value::Blob { ptype, bytes } => (Elem::Blob { ptype, bytes }, none()),
+            Value::Hll(bytes) => (Elem::Blob { ptype: 18, bytes }, none()),
+            Value::Geo(g) => (Elem::Geo(g.json), none()),
             Value::List { items, .. } => (
                 Elem::List {
                     len: items.len,
                     order: ListOrder::Unordered,
                 },
-                items.body,
+                items.elements(),
             ),
             Value::Map { items, .. } => (
                 Elem::Map {
                     len: items.len,
                     order: MapOrder::Unordered,
                 },
-                items.body,
+                items.elements(),
             ),
         };
-        let mut r = Reader::new(body);
         self.convert(item, &mut r, node, 0, label, out)
     }
 

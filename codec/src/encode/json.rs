@@ -350,11 +350,11 @@ pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value<'_>, bin: &str) -> Result
         Value::Blob { bytes, .. } | Value::Hll(bytes) => write_base64(out, bytes),
         Value::Geo(g) => write_geo(out, g.json, bin)?,
         Value::List { items, .. } => {
-            let mut r = Reader::new(items.body);
+            let mut r = items.elements();
             write_collection(out, &mut r, items.len, false, 1, bin)?;
         }
         Value::Map { items, .. } => {
-            let mut r = Reader::new(items.body);
+            let mut r = items.elements();
             write_collection(out, &mut r, items.len, true, 1, bin)?;
         }
     }

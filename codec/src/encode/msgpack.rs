@@ -131,7 +131,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, bin: &str) -> Result<(), Encode
         Value::Blob { bytes, .. } | Value::Hll(bytes) => write_bin(out, bytes),
         Value::Geo(g) => write_str(out, g.json),
         Value::List { items, .. } => {
-            let mut r = Reader::new(items.body);
+            let mut r = items.elements();
             write_elem(
                 out,
                 &mut r,
@@ -144,7 +144,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>, bin: &str) -> Result<(), Encode
             )
         }
         Value::Map { items, .. } => {
-            let mut r = Reader::new(items.body);
+            let mut r = items.elements();
             let e = Elem::Map {
                 len: items.len,
                 order: crate::record::MapOrder::Unordered,

@@ -10,7 +10,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::record::{ListOrder, MapOrder};
-use crate::wire::particle;
+use crate::wire::particle::{self, Utf8};
 
 /// One msgpack element, Aerospike's conventions applied.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,6 +93,8 @@ pub struct Reader<'a> {
     pos: usize,
     /// Added to error offsets: where `buf` starts in the frame.
     base: usize,
+    /// `Validated` for a collection body the parser walked already.
+    utf8: Utf8,
 }
 
 impl<'a> Reader<'a> {
@@ -101,13 +103,28 @@ impl<'a> Reader<'a> {
             buf,
             pos: 0,
             base: 0,
+            utf8: Utf8::Check,
+        }
+    }
+
+    /// A reader over a collection body that `parse_message` validated (see
+    /// `Collection::elements`): strings are not checked for UTF-8 again.
+    pub(crate) fn validated(buf: &'a [u8]) -> Self {
+        Reader {
+            utf8: Utf8::Validated,
+            ..Reader::new(buf)
         }
     }
 
     /// A reader whose error offsets count from `base` (where `buf` sits in
     /// the frame).
     pub fn with_base(buf: &'a [u8], base: usize) -> Self {
-        Reader { buf, pos: 0, base }
+        Reader {
+            buf,
+            pos: 0,
+            base,
+            utf8: Utf8::Check,
+        }
     }
 
     /// Bytes consumed so far.
@@ -235,8 +252,9 @@ impl<'a> Reader<'a> {
         let Some((&ptype, rest)) = bytes.split_first() else {
             return Ok(Elem::Str(""));
         };
+        let utf8 = self.utf8;
         let text = |r: &'a [u8]| {
-            std::str::from_utf8(r).map_err(|_| {
+            particle::text(r, utf8).map_err(|_| {
                 Error::at(
                     ErrorKind::BadUtf8 {
                         what: "string element",

@@ -4,7 +4,7 @@
 use crate::error::{Error, ErrorKind};
 use crate::record::Bin;
 use crate::wire::field::lut_to_unix_ms;
-use crate::wire::particle;
+use crate::wire::particle::{self, Utf8};
 
 /// The op code XDR ships bins with.
 pub const WRITE: u8 = 2;
@@ -121,9 +121,10 @@ impl<'a> BinIter<'a> {
 
     fn bin(&mut self) -> Result<Bin<'a>, Error> {
         let (raw, next) = cut(self.ops, self.pos, 0)?;
-        let name = std::str::from_utf8(raw.name)
+        // The parser checked every name and value of these ops.
+        let name = particle::text(raw.name, Utf8::Validated)
             .map_err(|_| Error::at(ErrorKind::BadUtf8 { what: "bin name" }, raw.at))?;
-        let value = particle::decode_head(raw.ptype, raw.value, raw.value_at)?;
+        let value = particle::decode_head(raw.ptype, raw.value, raw.value_at, Utf8::Validated)?;
         self.pos = next;
         Ok(Bin {
             name,
