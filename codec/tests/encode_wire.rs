@@ -652,3 +652,46 @@ fn avro_a_bin_named_bins_takes_the_bins_field() {
         "{err}"
     );
 }
+
+#[test]
+fn avro_unions_that_depend_on_the_value_ask_each_branch() {
+    use apache_avro::types::Value as A;
+    // `int` takes only what fits 32 bits, an enum only its symbols, a fixed
+    // only its size: the next branch takes the rest.
+    let schema = r#"{"type": "record", "name": "R", "fields": [
+      {"name": "n", "type": ["null", "int", "long"]},
+      {"name": "e", "type": [{"type": "enum", "name": "E", "symbols": ["a"]}, "string"]},
+      {"name": "f", "type": [{"type": "fixed", "name": "F", "size": 2}, "bytes"]}
+    ]}"#;
+    let enc = Encoder::avro(schema, true).unwrap();
+    let u = |i: u32, v: A| A::Union(i, Box::new(v));
+    let read = |n: i64, e: &str, f: Vec<u8>| {
+        let bins = vec![
+            BinSpec::new("n", ValueSpec::Int(n)),
+            BinSpec::new("e", ValueSpec::Str(e.to_string())),
+            BinSpec::new("f", ValueSpec::Blob { ptype: 4, bytes: f }),
+        ];
+        let m = write_msg("ns", None, Some(Key::Int(1)), bins).from_xdr(LUT);
+        let out = encode_frame(&enc, &m.to_vec().unwrap(), &BinPolicy::all()).unwrap();
+        let A::Record(f) = avro_read(schema, &out) else {
+            panic!("not a record")
+        };
+        f.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        read(5, "a", vec![1, 2]),
+        [
+            u(1, A::Int(5)),
+            u(0, A::Enum(0, "a".into())),
+            u(0, A::Fixed(2, vec![1, 2]))
+        ]
+    );
+    assert_eq!(
+        read(1 << 40, "b", vec![1, 2, 3]),
+        [
+            u(2, A::Long(1 << 40)),
+            u(1, A::String("b".into())),
+            u(1, A::Bytes(vec![1, 2, 3]))
+        ]
+    );
+}

@@ -138,10 +138,54 @@ enum TopField {
     },
 }
 
+/// How many kinds of value [`kind`] tells apart.
+const KINDS: usize = 11;
+
+/// The kind of a value, as far as choosing a union branch goes.
+fn kind(e: &Elem<'_>) -> usize {
+    match e {
+        Elem::Nil => 0,
+        Elem::Bool(_) => 1,
+        Elem::Int(_) => 2,
+        Elem::Uint(_) => 3,
+        Elem::Float(_) => 4,
+        Elem::Str(_) => 5,
+        Elem::Geo(_) => 6,
+        Elem::Blob { .. } => 7,
+        Elem::Ext { .. } => 8,
+        Elem::List { .. } => 9,
+        Elem::Map { .. } => 10,
+    }
+}
+
+/// Whether a node takes values of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    Never,
+    Always,
+    /// Depends on the value (an int in `int`, a string in an `enum`, a blob
+    /// in a `fixed`).
+    Maybe,
+}
+
+/// For a union (or a one-field record), decided when the schema is
+/// compiled: which branch a value of each kind takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// This branch (a record: wrap the value in its field).
+    Branch(u32),
+    NoFit,
+    /// Ask each branch with the value itself.
+    Ask,
+}
+
 /// The compiled schema.
 #[derive(Debug)]
 struct Plan {
     nodes: Vec<Node>,
+    /// Per node and kind of value: the branch to take (unions and
+    /// one-field records; `NoFit` elsewhere).
+    picks: Vec<[Pick; KINDS]>,
     /// The schema each node came from, as JSON (for error messages).
     texts: Vec<Box<str>>,
     top: Vec<TopField>,
@@ -438,6 +482,60 @@ fn write_text(out: &mut Vec<u8>, text: &str) {
     write_bytes(out, text.as_bytes());
 }
 
+/// Whether `node` takes values of kind `k` (see [`kind`]).
+fn fit(nodes: &[Node], node: NodeId, k: usize, wraps: usize) -> Fit {
+    use Fit::{Always, Maybe, Never};
+    if wraps > MAX_WRAPS {
+        return Never;
+    }
+    let is = |want: bool| if want { Always } else { Never };
+    match &nodes[node] {
+        Node::Union(branches) => {
+            branches
+                .iter()
+                .fold(Never, |acc, &b| match (acc, fit(nodes, b, k, wraps + 1)) {
+                    (Always, _) | (_, Always) => Always,
+                    (Maybe, _) | (_, Maybe) => Maybe,
+                    _ => Never,
+                })
+        }
+        Node::Record(fields) if fields.len() == 1 => fit(nodes, fields[0].1, k, wraps + 1),
+        Node::Array(_) => is(k == 9),
+        Node::Map(_) => is(k == 10),
+        Node::Null => is(k == 0),
+        Node::Boolean => is(k == 1),
+        Node::Long if k == 3 => Maybe,
+        Node::Long | Node::TimestampMillis => is(k == 2),
+        Node::Int if k == 2 => Maybe,
+        Node::Float | Node::Double => is(k == 4),
+        Node::String => is(k == 5 || k == 6),
+        Node::Enum(_) if k == 5 => Maybe,
+        Node::Bytes => is(k == 7 || k == 8),
+        Node::Fixed(_) if k == 7 => Maybe,
+        _ => Never,
+    }
+}
+
+/// The branch of union (or one-field record) `node` that values of kind
+/// `k` take: the first that accepts the kind.
+fn pick(nodes: &[Node], node: NodeId, k: usize) -> Pick {
+    let of = |f, i| match f {
+        Fit::Always => Some(Pick::Branch(i)),
+        Fit::Maybe => Some(Pick::Ask),
+        Fit::Never => None,
+    };
+    match &nodes[node] {
+        Node::Union(branches) => (0..)
+            .zip(branches.iter())
+            .find_map(|(i, &b)| of(fit(nodes, b, k, 0), i))
+            .unwrap_or(Pick::NoFit),
+        Node::Record(fields) if fields.len() == 1 => {
+            of(fit(nodes, fields[0].1, k, 0), 0).unwrap_or(Pick::NoFit)
+        }
+        _ => Pick::NoFit,
+    }
+}
+
 impl AvroFormat {
     pub fn new(schema_json: &str, stringify_map_keys: bool) -> Result<Self, SchemaError> {
         let schema =
@@ -480,8 +578,12 @@ impl AvroFormat {
                 }
             })
             .collect();
+        let picks = (0..c.nodes.len())
+            .map(|id| std::array::from_fn(|k| pick(&c.nodes, id, k)))
+            .collect();
         let plan = Plan {
             nodes: c.nodes,
+            picks,
             texts: c.texts,
             top,
         };
@@ -732,14 +834,26 @@ impl AvroFormat {
         };
         match &self.plan.nodes[node] {
             Node::Union(branches) => {
-                let i = branches
-                    .iter()
-                    .position(|&b| self.accepts(&e, b, 0))
-                    .ok_or_else(no_fit)?;
+                let i = match self.plan.picks[node][kind(&e)] {
+                    Pick::Branch(i) => i as usize,
+                    Pick::NoFit => return Err(no_fit()),
+                    Pick::Ask => branches
+                        .iter()
+                        .position(|&b| self.accepts(&e, b, 0))
+                        .ok_or_else(no_fit)?,
+                };
                 write_long(out, i as i64);
                 self.convert(e, r, branches[i], depth, label, out)
             }
-            Node::Record(fields) if fields.len() == 1 && self.accepts(&e, fields[0].1, 0) => {
+            Node::Record(fields) if fields.len() == 1 => {
+                let wrap = match self.plan.picks[node][kind(&e)] {
+                    Pick::Branch(_) => true,
+                    Pick::NoFit => false,
+                    Pick::Ask => self.accepts(&e, fields[0].1, 0),
+                };
+                if !wrap {
+                    return Err(no_fit());
+                }
                 self.convert(e, r, fields[0].1, depth, label, out)
             }
             Node::Array(items) => {
