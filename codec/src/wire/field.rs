@@ -76,7 +76,7 @@ pub fn user_key(data: &[u8], base: usize) -> Result<UserKey<'_>, Error> {
             _ => return Err(bad_size()),
         },
         particle::STRING => UserKey::Str(
-            std::str::from_utf8(v)
+            super::particle::utf8(v)
                 .map_err(|_| Error::at(ErrorKind::BadUtf8 { what: "user key" }, base + 1))?,
         ),
         particle::BLOB => UserKey::Blob(v),

@@ -109,7 +109,7 @@ fn read_fields(frame: &[u8], mut pos: usize, n: u16) -> Result<(Fields<'_>, usiz
         };
         let data_at = pos + 5;
         let utf8 = |what| {
-            std::str::from_utf8(data).map_err(|_| Error::at(ErrorKind::BadUtf8 { what }, data_at))
+            particle::utf8(data).map_err(|_| Error::at(ErrorKind::BadUtf8 { what }, data_at))
         };
         let fixed = |want: usize| {
             if data.len() == want {

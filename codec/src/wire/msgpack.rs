@@ -349,10 +349,37 @@ impl<'a> Reader<'a> {
     /// [`Reader::skip_values`] with values owed per level kept in a fixed
     /// stack, so that neither recursion nor allocation grows with the input.
     pub(crate) fn skip_nested(&mut self, count: u64, max_depth: usize) -> Result<(), Error> {
-        let mut owed = [0u64; MAX_DEPTH + 1];
         let max_depth = max_depth.min(MAX_DEPTH);
-        let mut depth = 0;
-        owed[0] = count;
+        // Flat values (the common case) need no stack.
+        let mut left = count;
+        while left > 0 {
+            left -= 1;
+            let at = self.pos;
+            let n = match self.next()? {
+                Elem::List { len, .. } => u64::from(len),
+                Elem::Map { len, .. } => 2 * u64::from(len),
+                _ => continue,
+            };
+            if n > 0 {
+                if max_depth == 0 {
+                    return Err(Error::at(
+                        ErrorKind::TooDeep { max: MAX_DEPTH },
+                        self.base + at,
+                    ));
+                }
+                return self.skip_deep(left, n, max_depth);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rest of [`Reader::skip_nested`] once a non-empty collection was
+    /// met: `left` values owed at the top, `n` inside that collection.
+    fn skip_deep(&mut self, left: u64, n: u64, max_depth: usize) -> Result<(), Error> {
+        let mut owed = [0u64; MAX_DEPTH + 1];
+        owed[0] = left;
+        owed[1] = n;
+        let mut depth = 1;
         loop {
             while owed[depth] == 0 {
                 if depth == 0 {

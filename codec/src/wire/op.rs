@@ -92,7 +92,7 @@ pub(crate) fn validate(ops: &[u8], pos: usize, base: usize) -> Result<usize, Err
     if raw.op != WRITE {
         return Err(Error::at(ErrorKind::UnexpectedOp(raw.op), raw.at + 4));
     }
-    if std::str::from_utf8(raw.name).is_err() {
+    if particle::utf8(raw.name).is_err() {
         return Err(Error::at(
             ErrorKind::BadUtf8 { what: "bin name" },
             raw.at + OP_HEADER,
