@@ -130,8 +130,8 @@ impl Batcher {
         let body = Bytes::from(open.body);
         let members = open.members;
         glommio::spawn_local(async move {
-            let ok = deliver(&plan, route, body, content_type, deadline, &ctx).await;
-            let result = if ok { ack::OK } else { ack::UNAVAILABLE };
+            let verdict = deliver(&plan, route, body, content_type, deadline, &ctx).await;
+            let result = verdict.ack_without_dead_letters();
             for m in members {
                 m.acks.borrow_mut().decide(m.seq, result);
                 ctx.record_done(m.received);

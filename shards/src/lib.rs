@@ -10,6 +10,7 @@
 pub mod ackq;
 pub mod batch;
 pub mod dest;
+pub mod dlq;
 pub mod plan;
 pub mod rt;
 pub mod session;

@@ -120,8 +120,34 @@ pub struct RetryPlan {
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Status codes that are retried (others outside `success` are permanent).
+    /// Status codes that are retried.
     pub retry_statuses: StatusSet,
+    /// Status codes that reject a record for good (a dead letter); the
+    /// retry list is looked at first.
+    pub drop_statuses: StatusSet,
+}
+
+/// What a status outside `http-success-status-codes` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// In the retry list: retried inside the deadline, then answered 11.
+    Retry,
+    /// In the drop list (and not the retry list): refused for good.
+    Drop,
+    /// In neither: answered 11 at once, so XDR resends it later.
+    Other,
+}
+
+impl RetryPlan {
+    pub fn classify(&self, status: u16) -> StatusClass {
+        if self.retry_statuses.contains(status) {
+            StatusClass::Retry
+        } else if self.drop_statuses.contains(status) {
+            StatusClass::Drop
+        } else {
+            StatusClass::Other
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

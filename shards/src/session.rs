@@ -20,6 +20,7 @@ use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 
 use crate::ackq::{AckQueue, SharedAcks};
 use crate::batch::{Batcher, Member};
+use crate::dlq::Verdict;
 use crate::plan::{RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
 
@@ -178,8 +179,8 @@ impl Session {
                 let ctx = self.ctx.clone();
                 glommio::spawn_local(async move {
                     let deadline = received + RECORD_DEADLINE;
-                    let ok = deliver(&plan, route, body, content_type, deadline, &ctx).await;
-                    let result = if ok { ack::OK } else { ack::UNAVAILABLE };
+                    let verdict = deliver(&plan, route, body, content_type, deadline, &ctx).await;
+                    let result = verdict.ack_without_dead_letters();
                     acks.borrow_mut().decide(seq, result);
                     ctx.record_done(received);
                     drop(permit);
@@ -269,34 +270,42 @@ pub(crate) async fn deliver(
     content_type: &'static str,
     deadline: Instant,
     ctx: &ShardCtx,
-) -> bool {
+) -> Verdict {
     let destinations: &[usize] = match plan.plan.routes.get(route).map(|r| &r.action) {
         Some(RouteAction::Deliver { destinations, .. }) => destinations,
-        _ => return false,
+        _ => return Verdict::Failed,
     };
     let all = async {
         if let [only] = destinations {
             return match plan.pools.get(*only) {
-                Some(pool) => pool.deliver(body, content_type, deadline).await,
-                None => false,
+                Some(pool) => Verdict::Delivered.add(
+                    pool.name(),
+                    pool.deliver(body, content_type, deadline).await,
+                ),
+                None => Verdict::Failed,
             };
         }
-        let tasks: Vec<_> = destinations
+        let pools: Vec<_> = destinations
             .iter()
             .filter_map(|d| plan.pools.get(*d))
-            .map(|pool| pool.deliver(body.clone(), content_type, deadline))
             .collect();
-        if tasks.len() != destinations.len() {
-            return false;
+        if pools.len() != destinations.len() {
+            return Verdict::Failed;
         }
+        let tasks = pools
+            .iter()
+            .map(|pool| pool.deliver(body.clone(), content_type, deadline));
         futures_util::future::join_all(tasks)
             .await
             .into_iter()
-            .all(|ok| ok)
+            .zip(&pools)
+            .fold(Verdict::Delivered, |v, (outcome, pool)| {
+                v.add(pool.name(), outcome)
+            })
     };
     futures_lite::future::or(all, async {
         ctx.expired.wait().await;
-        false
+        Verdict::Failed
     })
     .await
 }

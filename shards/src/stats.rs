@@ -108,6 +108,8 @@ pub struct DestinationStats {
     /// Records this destination accepted / failed for good (after retries).
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
+    /// Records refused for good (a status in the drop list).
+    pub rejected: AtomicU64,
     pub bytes_out: AtomicU64,
     pub endpoints: Vec<EndpointStats>,
 }

@@ -1082,6 +1082,7 @@ fn default_retry() -> RetryPlan {
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(1000),
         retry_statuses: StatusSet(vec![(408, 408), (429, 429), (500, 599)]),
+        drop_statuses: StatusSet(vec![(400, 499)]),
     }
 }
 
@@ -1095,6 +1096,7 @@ fn retry(ctx: &mut Ctx, path: &str, v: &Value) -> Option<RetryPlan> {
             "initial-backoff",
             "max-backoff",
             "retry-status-codes",
+            "drop-status-codes",
         ],
         &[],
     )?;
@@ -1112,11 +1114,16 @@ fn retry(ctx: &mut Ctx, path: &str, v: &Value) -> Option<RetryPlan> {
         Some((p, v)) => status_set(ctx, &p, v)?,
         None => d.retry_statuses,
     };
+    let drop_statuses = match obj.get("drop-status-codes") {
+        Some((p, v)) => status_set(ctx, &p, v)?,
+        None => d.drop_statuses,
+    };
     Some(RetryPlan {
         max_attempts,
         initial_backoff: duration_ms(ctx, &obj, "initial-backoff", 50),
         max_backoff: duration_ms(ctx, &obj, "max-backoff", 1000),
         retry_statuses,
+        drop_statuses,
     })
 }
 

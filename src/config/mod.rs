@@ -207,12 +207,13 @@ impl Compiled {
             let r = &d.retry;
             let _ = writeln!(
                 s,
-                "      success {}; retry {} attempts, backoff {}-{}ms on {}; queue {}; connection-ttl {}",
+                "      success {}; retry {} attempts, backoff {}-{}ms on {}; drop {}; queue {}; connection-ttl {}",
                 ranges(&d.success),
                 r.max_attempts,
                 r.initial_backoff.as_millis(),
                 r.max_backoff.as_millis(),
                 ranges(&r.retry_statuses),
+                ranges(&r.drop_statuses),
                 d.max_requests_queued_per_endpoint,
                 d.connection_ttl
                     .map_or_else(|| "forever".to_owned(), |t| format!("{}ms", t.as_millis())),
