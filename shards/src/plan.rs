@@ -26,6 +26,26 @@ pub struct Plan {
     pub formats: Vec<FormatPlan>,
     pub routes: Vec<Route>,
     pub table: RouteTable,
+    /// Where records refused for good are written (`dead-letter`).
+    pub dead_letter: Option<DeadLetterPlan>,
+}
+
+/// The dead-letter file (dlq.rs): one JSON line per refused record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterPlan {
+    pub file: std::path::PathBuf,
+    pub fsync: Fsync,
+}
+
+/// When a dead letter reaches the disk, relative to its ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// fdatasync before the record is acked.
+    Always,
+    /// Written before the ack; fdatasync at most every 100 ms.
+    Batch,
+    /// Written before the ack; the kernel decides when it reaches the disk.
+    Never,
 }
 
 #[derive(Debug, Clone)]
@@ -178,8 +198,18 @@ pub struct BatchPlan {
 pub struct Route {
     pub action: RouteAction,
     pub batching: Option<BatchPlan>,
-    /// Per-key ordering by LUT; the LUT cache TTL.
-    pub ordering: Option<Duration>,
+    /// Per-key ordering by LUT (order.rs).
+    pub ordering: Option<OrderingPlan>,
+}
+
+/// `record-ordering` of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderingPlan {
+    /// How long a key's last delivered LUT is remembered.
+    pub ttl: Duration,
+    /// The most keys remembered by the whole process (each shard holds
+    /// the keys it owns, up to its share).
+    pub max_keys: usize,
 }
 
 /// Which route a record takes. Precedence: set, then namespace, then port,

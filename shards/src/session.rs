@@ -20,8 +20,9 @@ use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 
 use crate::ackq::{AckQueue, SharedAcks};
 use crate::batch::{Batcher, Member};
-use crate::dlq::Verdict;
-use crate::plan::{RouteAction, RouteId};
+use crate::dlq::{self, Dead, Verdict};
+use crate::order::{Job, Key};
+use crate::plan::{OrderingPlan, RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
 
 /// Initial read buffer; it grows only for a frame larger than it.
@@ -167,6 +168,7 @@ impl Session {
                     seq,
                     permit,
                     received,
+                    dead: Dead::of(&plan.plan, self.port, frame),
                 };
                 batcher.add(&plan, &self.ctx, &self.out, member);
             }
@@ -174,13 +176,48 @@ impl Session {
                 body,
                 content_type,
                 route,
+                order,
             } => {
                 let acks = self.acks.clone();
                 let ctx = self.ctx.clone();
+                let dead = Dead::of(&plan.plan, self.port, frame);
                 glommio::spawn_local(async move {
                     let deadline = received + RECORD_DEADLINE;
-                    let verdict = deliver(&plan, route, body, content_type, deadline, &ctx).await;
-                    let result = verdict.ack_without_dead_letters();
+                    let result = match order {
+                        // Ordered: sent on the key's owner shard, in turn.
+                        Some((key, lut, ordering)) => {
+                            let job = Job {
+                                plan: plan.plan.clone(),
+                                route,
+                                body,
+                                content_type,
+                                deadline,
+                                port: dead.port,
+                                frame: dead.frame,
+                                key,
+                                lut,
+                                ordering,
+                            };
+                            ctx.order.submit(&ctx, job).await
+                        }
+                        None => {
+                            let verdict =
+                                deliver(&plan, route, body, content_type, deadline, &ctx).await;
+                            dlq::settle(&ctx, &plan.plan, verdict, &[dead]).await
+                        }
+                    };
+                    acks.borrow_mut().decide(seq, result);
+                    ctx.record_done(received);
+                    drop(permit);
+                })
+                .detach();
+            }
+            Prepared::Refused(verdict) => {
+                let acks = self.acks.clone();
+                let ctx = self.ctx.clone();
+                let dead = Dead::of(&plan.plan, self.port, frame);
+                glommio::spawn_local(async move {
+                    let result = dlq::settle(&ctx, &plan.plan, verdict, &[dead]).await;
                     acks.borrow_mut().decide(seq, result);
                     ctx.record_done(received);
                     drop(permit);
@@ -219,7 +256,14 @@ impl Session {
             stats.skipped.fetch_add(1, Relaxed);
             return Prepared::Answer(ack::OK);
         };
-        let batcher = plan.batchers.get(route_id).and_then(Option::as_ref);
+        // An ordered route sends each record on its own, in its key's turn.
+        let order = route
+            .ordering
+            .map(|o| (Key::new(rec.namespace, rec.digest), rec.lut, o));
+        let batcher = match order {
+            Some(_) => None,
+            None => plan.batchers.get(route_id).and_then(Option::as_ref),
+        };
         let mut fresh = Vec::new();
         let out = match batcher {
             Some(_) => {
@@ -233,6 +277,17 @@ impl Session {
         };
         if let Err(e) = fmt.encoder.encode(&rec, &fmt.bins, unix_ms(), out) {
             stats.encode_errors.fetch_add(1, Relaxed);
+            if p.dead_letter.is_some() {
+                let names = match &route.action {
+                    RouteAction::Deliver { destinations, .. } => destinations.as_slice(),
+                    RouteAction::Skip => &[],
+                };
+                let names = names
+                    .iter()
+                    .filter_map(|d| p.destinations.get(*d))
+                    .map(|d| d.name.as_str());
+                return Prepared::Refused(Verdict::unencodable(names, &e.to_string()));
+            }
             tracing::warn!(shard = self.ctx.index, namespace = rec.namespace, set = ?rec.set,
                 error = %e, "record cannot be encoded; answered 4 (XDR abandons it)");
             return Prepared::Answer(ack::PARAMETER);
@@ -244,6 +299,7 @@ impl Session {
             body: Bytes::from(fresh),
             content_type: fmt.encoder.content_type(),
             route: route_id,
+            order,
         }
     }
 }
@@ -258,7 +314,11 @@ enum Prepared {
         /// The route's destinations are looked up again by the delivery
         /// task: nothing is cloned per record.
         route: RouteId,
+        /// The record's key, LUT and `record-ordering`, on an ordered route.
+        order: Option<(Key, Option<u64>, OrderingPlan)>,
     },
+    /// Refused for good before sending (unencodable): a dead letter.
+    Refused(Verdict),
 }
 
 /// Step 5: the body goes to every routed destination at once; the record is

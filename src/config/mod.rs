@@ -168,6 +168,14 @@ impl Compiled {
             "max-concurrent-records: {}, ack buffering: {}, max-message-bytes: {}",
             p.service.max_concurrent_records, p.service.ack_buffering, p.service.max_message_bytes
         );
+        if let Some(d) = &p.dead_letter {
+            let _ = writeln!(
+                s,
+                "dead letters: {} (fsync {:?})",
+                d.file.display(),
+                d.fsync
+            );
+        }
         let _ = writeln!(s, "destinations:");
         for (i, d) in p.destinations.iter().enumerate() {
             let version = match d.version {
@@ -264,7 +272,13 @@ impl Compiled {
                 .unwrap_or_default();
             let ordering = r
                 .ordering
-                .map(|t| format!(", record-ordering ttl {}s", t.as_secs()))
+                .map(|o| {
+                    format!(
+                        ", record-ordering ttl {}s, at most {} keys",
+                        o.ttl.as_secs(),
+                        o.max_keys
+                    )
+                })
                 .unwrap_or_default();
             let origins = self
                 .route_origins

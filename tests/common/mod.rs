@@ -43,6 +43,11 @@ impl Sluice {
     /// Writes `config` and starts the binary; returns once it prints its
     /// listening line (at most 20 s).
     pub fn start(name: &str, config: &str) -> Sluice {
+        Sluice::start_shards(name, config, 1)
+    }
+
+    /// As [`Sluice::start`], on `shards` shards.
+    pub fn start_shards(name: &str, config: &str, shards: usize) -> Sluice {
         let dir = temp_dir(name);
         let file = dir.join("sluice.yml");
         std::fs::write(&file, config).unwrap();
@@ -50,7 +55,7 @@ impl Sluice {
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", "--config"])
             .arg(&file)
-            .args(["--shards", "1"])
+            .args(["--shards", &shards.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

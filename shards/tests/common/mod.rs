@@ -246,6 +246,7 @@ pub fn plan_with_routes(
             })
             .collect(),
         table: RouteTable::default(),
+        dead_letter: None,
     }
 }
 

@@ -1,0 +1,513 @@
+//! Record ordering (`record-ordering`): per key (namespace + digest), at
+//! most one version in flight, and never an older version (by LUT) after a
+//! newer one was delivered — also when versions of one key arrive on
+//! sessions of different shards.
+//!
+//! Ownership: every key has an owner shard, picked from its digest
+//! ([`Key::owner`]). A session hands a record whose key another shard owns
+//! to that shard and waits for the answer; the session still decides the
+//! record's ack slot, so acks keep arrival order per session. The hand-off
+//! uses glommio's `shared_channel`: one bounded single-producer,
+//! single-consumer ring per ordered pair of shards, created before the
+//! shards start ([`links`]) and connected by each shard on its own
+//! executor. It needs no lock and no polling: a send wakes the receiving
+//! executor through its own notifier, and both ends stay single-threaded.
+//! The owner answers with the ack code over the reverse ring. A channel
+//! that is full makes the sender wait, and a record waits holding its
+//! session's in-flight permit, so `max-concurrent-records` still bounds
+//! everything, and the 8 s deadline still holds: a session answers 11 at
+//! the deadline whatever the owner is doing, and the owner drops a waiting
+//! version whose deadline passed instead of sending it.
+//!
+//! Per key the owner keeps the LUT of the newest version delivered, the
+//! version in flight, and at most one waiting version:
+//! - a record older than the delivered version is not sent and is acked 0
+//!   (counted `stale`);
+//! - a record older than the version in flight follows it (acked with its
+//!   result: 0 once it was delivered);
+//! - otherwise it waits; a newer version arriving while one waits replaces
+//!   it, and the replaced one is acked with the newer one's result
+//!   (coalescing, counted `superseded`): XDR ships the latest version of a
+//!   record, so delivering the newest one is delivering the key's state.
+//!
+//! Records without a LUT are ordered by arrival (one in flight per key, a
+//! later one replaces a waiting one) and are never stale. Equal LUTs are
+//! not stale (two writes within one millisecond): the later arrival is
+//! sent. What was delivered is remembered for the route's
+//! `lut-cache-ttl-seconds` after the key's last delivery, and for at most
+//! `lut-cache-max-keys` keys (split over the shards; the least recently
+//! delivered idle key is forgotten first); a forgotten key cannot make a
+//! late older version stale.
+
+use std::cell::{Cell, RefCell};
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use sluice_codec::ack;
+
+use crate::dlq::{self, Dead};
+use crate::plan::{OrderingPlan, Plan, RouteId};
+use crate::shard::{Latch, ShardCtx};
+
+/// Records in flight between two shards before the sender waits.
+const CHANNEL: usize = 1024;
+
+/// A record's key: its namespace (hashed: namespaces are few) and digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    namespace: u64,
+    digest: [u8; 20],
+}
+
+impl Key {
+    pub fn new(namespace: &str, digest: [u8; 20]) -> Key {
+        // DefaultHasher::new() has fixed keys: every shard computes the same.
+        let mut h = DefaultHasher::new();
+        namespace.hash(&mut h);
+        Key {
+            namespace: h.finish(),
+            digest,
+        }
+    }
+
+    /// The shard that orders this key: digests are uniform, so their first
+    /// bytes spread keys evenly.
+    pub fn owner(&self, shards: usize) -> usize {
+        let d = &self.digest;
+        u32::from_le_bytes([d[0], d[1], d[2], d[3]]) as usize % shards.max(1)
+    }
+}
+
+/// One record's delivery, as it waits for its key and crosses shards.
+pub struct Job {
+    /// The plan the record was routed with; the owner sends it only on the
+    /// same plan (a reload in between answers 11 and XDR resends).
+    pub plan: Arc<Plan>,
+    pub route: RouteId,
+    pub body: Bytes,
+    pub content_type: &'static str,
+    pub deadline: Instant,
+    pub port: u16,
+    /// For a dead letter (only while a dead-letter file is configured).
+    pub frame: Option<Bytes>,
+    pub key: Key,
+    pub lut: Option<u64>,
+    pub ordering: OrderingPlan,
+}
+
+impl Job {
+    async fn run(&self, ctx: &Rc<ShardCtx>) -> u8 {
+        let shard_plan = ctx.plan();
+        if !Arc::ptr_eq(&shard_plan.plan, &self.plan) {
+            return ack::UNAVAILABLE;
+        }
+        let verdict = crate::session::deliver(
+            &shard_plan,
+            self.route,
+            self.body.clone(),
+            self.content_type,
+            self.deadline,
+            ctx,
+        )
+        .await;
+        let dead = [Dead {
+            port: self.port,
+            frame: self.frame.clone(),
+        }];
+        dlq::settle(ctx, &shard_plan.plan, verdict, &dead).await
+    }
+}
+
+/// What crosses between shards.
+pub enum Msg {
+    Job { token: u64, job: Job },
+    Done { token: u64, ack: u8 },
+}
+
+/// One shard's ends of the hand-off channels, indexed by the other shard.
+pub struct Links {
+    senders: Vec<Option<SharedSender<Msg>>>,
+    receivers: Vec<Option<SharedReceiver<Msg>>>,
+}
+
+/// The channels between `shards` shards: element `i` is shard `i`'s ends.
+pub fn links(shards: usize) -> Vec<Links> {
+    let mut all: Vec<Links> = (0..shards)
+        .map(|_| Links {
+            senders: (0..shards).map(|_| None).collect(),
+            receivers: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(CHANNEL);
+                all[from].senders[to] = Some(tx);
+                all[to].receivers[from] = Some(rx);
+            }
+        }
+    }
+    all
+}
+
+/// The ack of one record, set once by whoever decides it.
+#[derive(Default)]
+struct Answer {
+    ack: Cell<Option<u8>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Answer {
+    fn set(&self, result: u8) {
+        if self.ack.get().is_none() {
+            self.ack.set(Some(result));
+            if let Some(w) = self.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+
+    async fn wait(&self) -> u8 {
+        std::future::poll_fn(|cx| match self.ack.get() {
+            Some(a) => Poll::Ready(a),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A version waiting for its key, and the older versions it replaced.
+struct Waiting {
+    job: Job,
+    answer: Rc<Answer>,
+    followers: Vec<Rc<Answer>>,
+}
+
+struct KeyState {
+    /// LUT of the newest version delivered.
+    delivered: Option<u64>,
+    /// `Some(lut)` while a version is in flight.
+    flying: Option<Option<u64>>,
+    /// Older versions that arrived while it flies: they take its result.
+    flying_followers: Vec<Rc<Answer>>,
+    next: Option<Waiting>,
+    /// While idle: forgotten after this.
+    expires: Instant,
+    /// Matches the newest entry of `Ordering::ages` for this key (0: none).
+    stamp: u64,
+}
+
+/// One shard's ordering state: the keys it owns, and its hand-off ends.
+pub struct Ordering {
+    shard: usize,
+    shards: usize,
+    keys: RefCell<HashMap<Key, KeyState>>,
+    /// Idle keys in the order they went idle, for the TTL and the size cap.
+    ages: RefCell<VecDeque<(Key, u64)>>,
+    stamps: Cell<u64>,
+    peers: RefCell<Vec<Option<Rc<ConnectedSender<Msg>>>>>,
+    connected: Latch,
+    /// Answers to records handed to another shard, by token.
+    replies: RefCell<HashMap<u64, Rc<Answer>>>,
+    tokens: Cell<u64>,
+}
+
+/// Strictly older than what was delivered (both LUTs known).
+fn is_stale(lut: Option<u64>, delivered: Option<u64>) -> bool {
+    matches!((lut, delivered), (Some(l), Some(d)) if l < d)
+}
+
+impl Ordering {
+    pub fn new(shard: usize, shards: usize) -> Self {
+        Ordering {
+            shard,
+            shards: shards.max(1),
+            keys: RefCell::new(HashMap::new()),
+            ages: RefCell::new(VecDeque::new()),
+            stamps: Cell::new(0),
+            peers: RefCell::new(Vec::new()),
+            connected: Latch::default(),
+            replies: RefCell::new(HashMap::new()),
+            tokens: Cell::new(0),
+        }
+    }
+
+    /// Keys this shard remembers now (in flight, waiting or delivered).
+    pub fn keys(&self) -> usize {
+        self.keys.borrow().len()
+    }
+
+    /// Connects this shard's channel ends (each connect waits for the other
+    /// shard's end) and serves what the other shards hand over.
+    pub fn start(self: &Rc<Self>, ctx: &Rc<ShardCtx>, links: Links) {
+        let (me, ctx) = (self.clone(), ctx.clone());
+        glommio::spawn_local(async move {
+            let senders =
+                futures_util::future::join_all(links.senders.into_iter().map(|s| async move {
+                    match s {
+                        Some(s) => Some(Rc::new(s.connect().await)),
+                        None => None,
+                    }
+                }));
+            let receivers =
+                futures_util::future::join_all(links.receivers.into_iter().map(|r| async move {
+                    match r {
+                        Some(r) => Some(r.connect().await),
+                        None => None,
+                    }
+                }));
+            let (senders, receivers) = futures_lite::future::zip(senders, receivers).await;
+            *me.peers.borrow_mut() = senders;
+            me.connected.set();
+            for (from, rx) in receivers.into_iter().enumerate() {
+                let Some(rx) = rx else { continue };
+                let (me, ctx) = (me.clone(), ctx.clone());
+                glommio::spawn_local(async move {
+                    while let Some(msg) = rx.recv().await {
+                        me.on_message(&ctx, from, msg);
+                    }
+                })
+                .detach();
+            }
+        })
+        .detach();
+    }
+
+    fn on_message(self: &Rc<Self>, ctx: &Rc<ShardCtx>, from: usize, msg: Msg) {
+        match msg {
+            Msg::Job { token, job } => {
+                let answer = self.enqueue(ctx, job);
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    let result = answer.wait().await;
+                    let peer = me.peers.borrow().get(from).cloned().flatten();
+                    if let Some(peer) = peer {
+                        // The session answers 11 at its deadline if this is lost.
+                        let _ = peer.send(Msg::Done { token, ack: result }).await;
+                    }
+                })
+                .detach();
+            }
+            Msg::Done { token, ack } => {
+                if let Some(a) = self.replies.borrow_mut().remove(&token) {
+                    a.set(ack);
+                }
+            }
+        }
+    }
+
+    /// Delivers `job` in its key's order (on the key's owner shard) and
+    /// returns its ack: 11 at the deadline or at the end of a shutdown.
+    pub async fn submit(self: &Rc<Self>, ctx: &Rc<ShardCtx>, job: Job) -> u8 {
+        let deadline = job.deadline;
+        let owner = job.key.owner(self.shards);
+        let answer = if owner == self.shard {
+            self.enqueue(ctx, job)
+        } else {
+            ctx.stats.handed_off.fetch_add(1, Relaxed);
+            self.hand_off(owner, job)
+        };
+        futures_lite::future::or(answer.wait(), async {
+            let left = deadline.saturating_duration_since(Instant::now());
+            futures_lite::future::or(glommio::timer::sleep(left), ctx.expired.wait()).await;
+            ack::UNAVAILABLE
+        })
+        .await
+    }
+
+    fn hand_off(self: &Rc<Self>, owner: usize, job: Job) -> Rc<Answer> {
+        let answer = Rc::new(Answer::default());
+        let token = self.tokens.get();
+        self.tokens.set(token.wrapping_add(1));
+        self.replies.borrow_mut().insert(token, answer.clone());
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            me.connected.wait().await;
+            let peer = me.peers.borrow().get(owner).cloned().flatten();
+            let sent = match peer {
+                Some(p) => p.send(Msg::Job { token, job }).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                if let Some(a) = me.replies.borrow_mut().remove(&token) {
+                    a.set(ack::UNAVAILABLE);
+                }
+            }
+        })
+        .detach();
+        answer
+    }
+
+    /// Takes a version of a key this shard owns: answered at once when
+    /// stale, sent now when the key is idle, else it waits (coalescing).
+    fn enqueue(self: &Rc<Self>, ctx: &Rc<ShardCtx>, job: Job) -> Rc<Answer> {
+        let answer = Rc::new(Answer::default());
+        let stats = &ctx.stats;
+        self.sweep(job.ordering.max_keys.div_ceil(self.shards));
+        let mut keys = self.keys.borrow_mut();
+        let st = match keys.entry(job.key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(KeyState {
+                delivered: None,
+                flying: None,
+                flying_followers: Vec::new(),
+                next: None,
+                expires: Instant::now(),
+                stamp: 0,
+            }),
+        };
+        if is_stale(job.lut, st.delivered) {
+            stats.stale.fetch_add(1, Relaxed);
+            answer.set(ack::OK);
+            return answer;
+        }
+        let Some(flying) = st.flying else {
+            st.flying = Some(job.lut);
+            // Idle no more: its entry in `ages` is void.
+            st.stamp = 0;
+            drop(keys);
+            self.start_turn(
+                ctx,
+                Waiting {
+                    job,
+                    answer: answer.clone(),
+                    followers: Vec::new(),
+                },
+            );
+            return answer;
+        };
+        if is_stale(job.lut, flying) {
+            stats.superseded.fetch_add(1, Relaxed);
+            st.flying_followers.push(answer.clone());
+            return answer;
+        }
+        let waiting = match st.next.take() {
+            None => Waiting {
+                job,
+                answer: answer.clone(),
+                followers: Vec::new(),
+            },
+            Some(mut w) => {
+                stats.superseded.fetch_add(1, Relaxed);
+                let newer = match (job.lut, w.job.lut) {
+                    (Some(new), Some(old)) => new >= old,
+                    _ => true,
+                };
+                if newer {
+                    let mut followers = std::mem::take(&mut w.followers);
+                    followers.push(w.answer);
+                    Waiting {
+                        job,
+                        answer: answer.clone(),
+                        followers,
+                    }
+                } else {
+                    w.followers.push(answer.clone());
+                    w
+                }
+            }
+        };
+        st.next = Some(waiting);
+        answer
+    }
+
+    /// Sends versions of one key one after the other until none waits.
+    fn start_turn(self: &Rc<Self>, ctx: &Rc<ShardCtx>, first: Waiting) {
+        let (me, ctx) = (self.clone(), ctx.clone());
+        glommio::spawn_local(async move {
+            let mut w = first;
+            loop {
+                let result = me.turn(&ctx, &w.job).await;
+                let (followers, next) = me.finish(&w.job, result);
+                w.answer.set(result);
+                for f in w.followers.iter().chain(&followers) {
+                    f.set(result);
+                }
+                match next {
+                    Some(n) => w = n,
+                    None => return,
+                }
+            }
+        })
+        .detach();
+    }
+
+    async fn turn(&self, ctx: &Rc<ShardCtx>, job: &Job) -> u8 {
+        let stale = self
+            .keys
+            .borrow()
+            .get(&job.key)
+            .is_some_and(|st| is_stale(job.lut, st.delivered));
+        if stale {
+            ctx.stats.stale.fetch_add(1, Relaxed);
+            return ack::OK;
+        }
+        if Instant::now() >= job.deadline {
+            // Its session has answered 11 already.
+            return ack::UNAVAILABLE;
+        }
+        job.run(ctx).await
+    }
+
+    /// Records the result of the version in flight; returns the versions
+    /// that follow its result and the next version to send.
+    fn finish(&self, job: &Job, result: u8) -> (Vec<Rc<Answer>>, Option<Waiting>) {
+        let mut keys = self.keys.borrow_mut();
+        let Some(st) = keys.get_mut(&job.key) else {
+            return (Vec::new(), None);
+        };
+        if result == ack::OK {
+            // Delivered, dead-lettered or stale: older versions are stale now.
+            if let Some(l) = job.lut {
+                st.delivered = Some(st.delivered.map_or(l, |d| d.max(l)));
+            }
+        }
+        let followers = std::mem::take(&mut st.flying_followers);
+        if let Some(w) = st.next.take() {
+            st.flying = Some(w.job.lut);
+            return (followers, Some(w));
+        }
+        st.flying = None;
+        st.expires = Instant::now() + job.ordering.ttl;
+        let stamp = self.stamps.get() + 1;
+        self.stamps.set(stamp);
+        st.stamp = stamp;
+        self.ages.borrow_mut().push_back((job.key, stamp));
+        (followers, None)
+    }
+
+    /// Forgets idle keys past their TTL, and the oldest idle keys while more
+    /// than `cap` are remembered. Keys in flight or waiting are never
+    /// forgotten (their number is bounded by `max-concurrent-records`).
+    fn sweep(&self, cap: usize) {
+        let now = Instant::now();
+        let mut keys = self.keys.borrow_mut();
+        let mut ages = self.ages.borrow_mut();
+        while let Some(&(key, stamp)) = ages.front() {
+            let live = keys.get(&key).is_some_and(|st| st.stamp == stamp);
+            if !live {
+                ages.pop_front();
+                continue;
+            }
+            let expired = keys.get(&key).is_some_and(|st| st.expires <= now);
+            // `ages` holds at most two entries per remembered key.
+            if expired || keys.len() >= cap || ages.len() > cap.saturating_mul(2) {
+                ages.pop_front();
+                keys.remove(&key);
+                continue;
+            }
+            break;
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `record-ordering` on the real binary: versions of one key (namespace +
+//! digest) reach the sink never older-after-newer, also when they arrive on
+//! sessions of two shards; a stale version is acked 0 and not sent; versions
+//! arriving while one is in flight coalesce into the newest.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use sluice_codec::build::{BinSpec, Key, Message, ValueSpec};
+
+/// LUT of version `v` (Unix ms).
+fn lut(v: u32) -> u64 {
+    1_700_000_000_000 + u64::from(v) * 1000
+}
+
+/// Version `v` of the key `hot` in set `o`: generation `v`, bin `v` = v,
+/// LUT `lut`.
+fn version(v: u32, lut: u64) -> Vec<u8> {
+    let mut m = Message::write_record(
+        "test",
+        Some("o"),
+        Some(Key::Str("hot".into())),
+        vec![BinSpec::new("v", ValueSpec::Int(i64::from(v)))],
+    )
+    .from_xdr(lut);
+    m.generation = v;
+    m.to_vec().unwrap()
+}
+
+fn config(sink: &Sink, manage: bool) -> String {
+    let manage = if manage {
+        "  manage:\n    address: 127.0.0.1\n    port: 0\n"
+    } else {
+        ""
+    };
+    format!(
+        "service:\n  address: 127.0.0.1\n  port: 0\n{manage}\
+destinations:\n  es:\n    urls: [{}]\n    protocol: HTTP_1_1\n    max-connections-per-endpoint: 8\n\
+routing:\n  mode: static-multi-destination\n  destinations: [es]\n\
+record-ordering:\n  lut-cache-ttl-seconds: 60\n\
+logging:\n  ticker-interval: 0\n",
+        sink.url("/o")
+    )
+}
+
+/// The generations the sink received, in the order it received them.
+fn received(sink: &Sink) -> Vec<u32> {
+    sink.requests()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["gen"].as_u64().unwrap() as u32
+        })
+        .collect()
+}
+
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn a_stale_version_is_acked_0_and_not_sent() {
+    let sink = Sink::start(always(200));
+    let sluice = Sluice::start("order-stale", &config(&sink, false));
+    let mut c = XdrClient::connect(sluice.xdr);
+    c.send(&version(5, lut(5)));
+    assert_eq!(c.acks(1), vec![(0, 5)]);
+    // Older than the delivered version 5: acked, never sent.
+    c.send(&version(3, lut(3)));
+    assert_eq!(c.acks(1), vec![(0, 3)]);
+    // Same LUT as the delivered one (two writes in one millisecond): sent.
+    c.send(&version(6, lut(5)));
+    assert_eq!(c.acks(1), vec![(0, 6)]);
+    // Another key is not affected by this one's LUT.
+    c.send(&record("o", 7));
+    assert_eq!(c.acks(1), vec![(0, 7)]);
+    assert_eq!(received(&sink), vec![5, 6, 7]);
+}
+
+#[test]
+fn versions_arriving_during_a_slow_delivery_coalesce_into_the_newest() {
+    // Every request takes 300 ms: versions 2..=20 all arrive while version
+    // 1 is in flight.
+    let sink = Sink::start(Arc::new(|_, _| (200, Duration::from_millis(300))));
+    let sluice = Sluice::start("order-coalesce", &config(&sink, false));
+    let mut c = XdrClient::connect(sluice.xdr);
+    let frames: Vec<u8> = (1..=20).flat_map(|v| version(v, lut(v))).collect();
+    c.send(&frames);
+    assert_eq!(c.acks(20), (1..=20).map(|g| (0, g)).collect::<Vec<_>>());
+    // The first version, then only the last: 2..=19 were superseded.
+    assert_eq!(received(&sink), vec![1, 20]);
+}
+
+#[test]
+fn an_older_version_arriving_during_a_newer_ones_delivery_is_not_sent() {
+    let sink = Sink::start(Arc::new(|_, _| (200, Duration::from_millis(300))));
+    let sluice = Sluice::start("order-follow", &config(&sink, false));
+    let mut c = XdrClient::connect(sluice.xdr);
+    // 9 is in flight when 4 and 2 arrive: they follow 9's result.
+    let frames = [version(9, lut(9)), version(4, lut(4)), version(2, lut(2))].concat();
+    c.send(&frames);
+    assert_eq!(c.acks(3), vec![(0, 9), (0, 4), (0, 2)]);
+    assert_eq!(received(&sink), vec![9]);
+}
+
+#[test]
+fn versions_spread_over_two_shards_arrive_never_older_after_newer() {
+    // A slow sink keeps versions overlapping; many connections land on both
+    // shards (SO_REUSEPORT), so most versions cross to the key's owner.
+    let sink = Sink::start(Arc::new(|_, _| (200, Duration::from_millis(5))));
+    let mut sluice = Sluice::start_shards("order-shards", &config(&sink, true), 2);
+    let line = sluice.wait_for("manage API on ");
+    let manage: SocketAddr = line
+        .split("manage API on ")
+        .nth(1)
+        .and_then(|r| r.split([' ', ',']).next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    const CONNECTIONS: u32 = 16;
+    const ROUNDS: u32 = 8;
+    let mut clients: Vec<XdrClient> = (0..CONNECTIONS)
+        .map(|_| XdrClient::connect(sluice.xdr))
+        .collect();
+    // Round r sends one version per connection; LUTs go out of order
+    // within a round (connection i of round r gets a scrambled rank).
+    let mut newest = 0;
+    for r in 0..ROUNDS {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let i = i as u32;
+            let rank = (i * 7 + r * 3) % CONNECTIONS;
+            let v = r * CONNECTIONS + rank + 1;
+            newest = newest.max(v);
+            c.send(&version(v, lut(v)));
+        }
+        for c in clients.iter_mut() {
+            let acks = c.acks(1);
+            assert_eq!(acks[0].0, 0, "{acks:?}");
+        }
+    }
+    let got = received(&sink);
+    assert!(!got.is_empty());
+    for pair in got.windows(2) {
+        assert!(pair[0] < pair[1], "older after newer at the sink: {got:?}");
+    }
+    assert_eq!(
+        got.last(),
+        Some(&newest),
+        "the newest version wins: {got:?}"
+    );
+    assert!(
+        metric(manage, "sluice_records_handed_off_total") > 0,
+        "no record crossed shards"
+    );
+    let stale = metric(manage, "sluice_records_stale_total");
+    let superseded = metric(manage, "sluice_records_superseded_total");
+    assert_eq!(
+        got.len() as u64 + stale + superseded,
+        u64::from(CONNECTIONS * ROUNDS),
+        "every version is delivered, stale or superseded: {got:?}"
+    );
+}
