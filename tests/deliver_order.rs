@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +20,15 @@ fn lut(v: u32) -> u64 {
 /// Version `v` of the key `hot` in set `o`: generation `v`, bin `v` = v,
 /// LUT `lut`.
 fn version(v: u32, lut: u64) -> Vec<u8> {
+    keyed("hot", v, lut)
+}
+
+/// Version `v` of key `key` in set `o`.
+fn keyed(key: &str, v: u32, lut: u64) -> Vec<u8> {
     let mut m = Message::write_record(
         "test",
         Some("o"),
-        Some(Key::Str("hot".into())),
+        Some(Key::Str(key.into())),
         vec![BinSpec::new("v", ValueSpec::Int(i64::from(v)))],
     )
     .from_xdr(lut);
@@ -34,6 +37,10 @@ fn version(v: u32, lut: u64) -> Vec<u8> {
 }
 
 fn config(sink: &Sink, manage: bool) -> String {
+    config_with(sink, manage, "  lut-cache-ttl-seconds: 60\n")
+}
+
+fn config_with(sink: &Sink, manage: bool, ordering: &str) -> String {
     let manage = if manage {
         "  manage:\n    address: 127.0.0.1\n    port: 0\n"
     } else {
@@ -43,7 +50,7 @@ fn config(sink: &Sink, manage: bool) -> String {
         "service:\n  address: 127.0.0.1\n  port: 0\n{manage}\
 destinations:\n  es:\n    urls: [{}]\n    protocol: HTTP_1_1\n    max-connections-per-endpoint: 8\n\
 routing:\n  mode: static-multi-destination\n  destinations: [es]\n\
-record-ordering:\n  lut-cache-ttl-seconds: 60\n\
+record-ordering:\n{ordering}\
 logging:\n  ticker-interval: 0\n",
         sink.url("/o")
     )
@@ -58,24 +65,6 @@ fn received(sink: &Sink) -> Vec<u32> {
             v["gen"].as_u64().unwrap() as u32
         })
         .collect()
-}
-
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        conn,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 #[test]
@@ -129,14 +118,7 @@ fn versions_spread_over_two_shards_arrive_never_older_after_newer() {
     // shards (SO_REUSEPORT), so most versions cross to the key's owner.
     let sink = Sink::start(Arc::new(|_, _| (200, Duration::from_millis(5))));
     let mut sluice = Sluice::start_shards("order-shards", &config(&sink, true), 2);
-    let line = sluice.wait_for("manage API on ");
-    let manage: SocketAddr = line
-        .split("manage API on ")
-        .nth(1)
-        .and_then(|r| r.split([' ', ',']).next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let manage = sluice.manage();
     const CONNECTIONS: u32 = 16;
     const ROUNDS: u32 = 8;
     let mut clients: Vec<XdrClient> = (0..CONNECTIONS)
@@ -175,8 +157,30 @@ fn versions_spread_over_two_shards_arrive_never_older_after_newer() {
     let stale = metric(manage, "sluice_records_stale_total");
     let superseded = metric(manage, "sluice_records_superseded_total");
     assert_eq!(
-        got.len() as u64 + stale + superseded,
-        u64::from(CONNECTIONS * ROUNDS),
+        got.len() as i64 + stale + superseded,
+        i64::from(CONNECTIONS * ROUNDS),
         "every version is delivered, stale or superseded: {got:?}"
     );
+}
+
+#[test]
+fn the_lut_cache_is_bounded_and_a_forgotten_key_is_not_stale() {
+    let sink = Sink::start(always(200));
+    let cfg = config_with(&sink, true, "  lut-cache-max-keys: 2\n");
+    let mut sluice = Sluice::start("order-cap", &cfg);
+    let manage = sluice.manage();
+    let mut c = XdrClient::connect(sluice.xdr);
+    for (key, v) in [("a", 5), ("b", 6), ("c", 7), ("d", 8)] {
+        c.send(&keyed(key, v, lut(v)));
+        assert_eq!(c.acks(1), vec![(0, v)]);
+        assert!(metric(manage, "sluice_ordering_keys") <= 2);
+    }
+    // `d` is remembered: its older version is stale. `a` was forgotten to
+    // keep 2 keys: its older version is sent.
+    c.send(&keyed("d", 1, lut(1)));
+    assert_eq!(c.acks(1), vec![(0, 1)]);
+    c.send(&keyed("a", 2, lut(2)));
+    assert_eq!(c.acks(1), vec![(0, 2)]);
+    assert_eq!(received(&sink), vec![5, 6, 7, 8, 2]);
+    assert_eq!(metric(manage, "sluice_records_stale_total"), 1);
 }

@@ -158,8 +158,94 @@ fn a_dead_letter_that_cannot_be_written_is_answered_11() {
     let file = dir.join("dead.jsonl");
     std::fs::create_dir_all(&file).unwrap();
     let refusing = Sink::start(always(400));
-    let sluice = Sluice::start("dlq-fail", &config(&refusing, Some(&file)));
+    let sluice = Sluice::start("dlq-fail-run", &config(&refusing, Some(&file)));
     let mut c = XdrClient::connect(sluice.xdr);
     c.send(&record("d", 1));
     assert_eq!(c.acks(1), vec![(11, 1)]);
+}
+
+#[test]
+fn a_letter_names_the_destination_that_refused_and_replay_goes_only_there() {
+    let dir = temp_dir("dlq-two");
+    let file = dir.join("dead.jsonl");
+    let accepting = Sink::start(always(200));
+    let refusing = Sink::start(always(422));
+    let two = |ok: &Sink, no: &Sink, dlq: Option<&Path>| {
+        let dlq = dlq
+            .map(|p| format!("dead-letter:\n  file: {}\n", p.display()))
+            .unwrap_or_default();
+        format!(
+            "service:\n  address: 127.0.0.1\n  port: 0\n\
+destinations:\n  ok:\n    urls: [{}]\n    protocol: HTTP_1_1\n  no:\n    urls: [{}]\n    protocol: HTTP_1_1\n\
+routing:\n  mode: static-multi-destination\n  destinations: [ok, no]\n{dlq}\
+logging:\n  ticker-interval: 0\n",
+            ok.url("/ok"),
+            no.url("/no")
+        )
+    };
+    {
+        let sluice = Sluice::start("dlq-two-run", &two(&accepting, &refusing, Some(&file)));
+        let mut c = XdrClient::connect(sluice.xdr);
+        c.send(&[record("t", 1), record("t", 2)].concat());
+        assert_eq!(c.acks(2), vec![(0, 1), (0, 2)]);
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let letters: Vec<Letter> = text.lines().map(|l| Letter::parse(l).unwrap()).collect();
+    assert_eq!(letters.len(), 2, "{text}");
+    assert!(letters
+        .iter()
+        .all(|l| l.destination == "no" && l.status == 422));
+    assert_eq!(accepting.requests().len(), 2);
+
+    let healthy = Sink::start(always(200));
+    let cfg = dir.join("two.yml");
+    std::fs::write(&cfg, two(&accepting, &healthy, None)).unwrap();
+    let out = replay(&file, &cfg, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(healthy.requests().len(), 2);
+    assert_eq!(
+        accepting.requests().len(),
+        2,
+        "the accepting destination is not sent again"
+    );
+    // --destination sends them elsewhere.
+    let out = replay(&file, &cfg, &["--destination", "ok"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(accepting.requests().len(), 4);
+    let out = replay(&file, &cfg, &["--destination", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such destination"));
+}
+
+#[test]
+fn every_record_of_a_refused_batch_becomes_a_dead_letter() {
+    let dir = temp_dir("dlq-batch");
+    let file = dir.join("dead.jsonl");
+    let refusing = Sink::start(always(400));
+    let cfg = config(&refusing, Some(&file)).replace(
+        "logging:",
+        "batching:\n  max-records: 3\n  batch-interval: 1000\nlogging:",
+    );
+    let sluice = Sluice::start("dlq-batch-run", &cfg);
+    let mut c = XdrClient::connect(sluice.xdr);
+    c.send(&(1..=3).flat_map(|g| record("b", g)).collect::<Vec<_>>());
+    assert_eq!(c.acks(3), vec![(0, 1), (0, 2), (0, 3)]);
+    assert_eq!(refusing.requests().len(), 1, "one batch, one request");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut frames: Vec<Vec<u8>> = text
+        .lines()
+        .map(|l| Letter::parse(l).unwrap().frame)
+        .collect();
+    frames.sort();
+    let mut sent: Vec<Vec<u8>> = (1..=3).map(|g| record("b", g)).collect();
+    sent.sort();
+    assert_eq!(frames, sent);
 }

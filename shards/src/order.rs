@@ -356,6 +356,8 @@ impl Ordering {
         let stats = &ctx.stats;
         self.sweep(job.ordering.max_keys.div_ceil(self.shards));
         let mut keys = self.keys.borrow_mut();
+        let known = keys.len() + usize::from(!keys.contains_key(&job.key));
+        stats.ordering_keys.store(known as u64, Relaxed);
         let st = match keys.entry(job.key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(KeyState {

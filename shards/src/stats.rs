@@ -54,6 +54,8 @@ pub struct ShardStats {
     pub superseded: AtomicU64,
     /// record-ordering: records handed to their key's owner shard.
     pub handed_off: AtomicU64,
+    /// record-ordering: keys this shard remembers now (gauge).
+    pub ordering_keys: AtomicU64,
     destinations: Mutex<Vec<Arc<DestinationStats>>>,
 }
 

@@ -104,6 +104,8 @@ pub struct DestinationSnapshot {
     /// Records accepted / failed for good (after retries).
     pub delivered: u64,
     pub failed: u64,
+    /// Records refused for good (a status in the drop list).
+    pub rejected: u64,
     pub endpoints: Vec<EndpointSnapshot>,
     pub latency: LatencySnapshot,
 }
@@ -139,6 +141,8 @@ pub struct Snapshot {
     pub stale: u64,
     pub superseded: u64,
     pub handed_off: u64,
+    /// record-ordering: keys remembered now, over all shards.
+    pub ordering_keys: i64,
     pub destinations: Vec<DestinationSnapshot>,
     /// XDR receive → ack.
     pub ack_latency: LatencySnapshot,
@@ -179,6 +183,7 @@ impl Snapshot {
             s.stale += load(&shard.stale);
             s.superseded += load(&shard.superseded);
             s.handed_off += load(&shard.handed_off);
+            s.ordering_keys += gauge(&shard.ordering_keys);
             for d in shard.destinations() {
                 let i = match s.destinations.iter().position(|x| x.name == d.name) {
                     Some(i) => i,
@@ -208,6 +213,7 @@ impl Snapshot {
                 m.timeouts += load(&d.timeouts);
                 m.delivered += load(&d.delivered);
                 m.failed += load(&d.failed);
+                m.rejected += load(&d.rejected);
                 // An endpoint is healthy when any shard can use it.
                 for (e, seen) in d.endpoints.iter().zip(m.endpoints.iter_mut()) {
                     seen.healthy |= load(&e.healthy) != 0;
@@ -400,6 +406,12 @@ impl Collector for SnapshotCollector {
         ] {
             counter(&mut e, name, help, v)?;
         }
+        gauge(
+            &mut e,
+            "sluice_ordering_keys",
+            "record-ordering: keys whose order is remembered now (bounded by lut-cache-max-keys)",
+            s.ordering_keys,
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "sluice_destination_responses",
@@ -438,8 +450,13 @@ impl Collector for SnapshotCollector {
             ),
             (
                 "sluice_destination_failed",
-                "Records that failed for good (after retries)",
+                "Records not accepted after retries (answered 11)",
                 |d| d.failed,
+            ),
+            (
+                "sluice_destination_rejected",
+                "Records refused for good: a status in the drop list",
+                |d| d.rejected,
             ),
         ] {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;

@@ -82,6 +82,17 @@ impl Sluice {
         self.child.id()
     }
 
+    /// The manage API's address (the config must give `service.manage`).
+    pub fn manage(&mut self) -> SocketAddr {
+        let line = self.wait_for("manage API on ");
+        line.split("manage API on ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ',']).next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// The first stderr line containing `what` (waits at most 20 s).
     pub fn wait_for(&mut self, what: &str) -> String {
         let until = Instant::now() + Duration::from_secs(20);
@@ -221,6 +232,26 @@ pub fn record(set: &str, gen: u32) -> Vec<u8> {
     );
     m.generation = gen;
     m.to_vec().unwrap()
+}
+
+/// A sample of the manage API's `/metrics` (the first series of `name`,
+/// labels or not); 0 when absent.
+pub fn metric(manage: SocketAddr, name: &str) -> i64 {
+    let mut conn = TcpStream::connect(manage).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as i64)
 }
 
 #[path = "../../shards/tests/common/xdr_client.rs"]
