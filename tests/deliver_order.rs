@@ -184,3 +184,23 @@ fn the_lut_cache_is_bounded_and_a_forgotten_key_is_not_stale() {
     assert_eq!(received(&sink), vec![5, 6, 7, 8, 2]);
     assert_eq!(metric(manage, "sluice_records_stale_total"), 1);
 }
+
+#[test]
+fn a_version_waiting_past_its_deadline_is_answered_11_and_not_sent() {
+    // The first version hangs until its 8 s deadline; the second waits
+    // behind it and is answered 11 at its own deadline, then never sent.
+    let sink = Sink::start(Arc::new(|_, _| (200, Duration::from_secs(12))));
+    let cfg = config(&sink, false).replace(
+        "    protocol: HTTP_1_1\n",
+        "    protocol: HTTP_1_1\n    call-timeout: 20000\n",
+    );
+    assert!(cfg.contains("call-timeout: 20000"));
+    let sluice = Sluice::start("order-deadline", &cfg);
+    let mut c = XdrClient::connect(sluice.xdr);
+    c.send(&[version(1, lut(1)), version(2, lut(2))].concat());
+    assert_eq!(c.acks(2), vec![(11, 1), (11, 2)]);
+    // Version 1's turn ends at its deadline; version 2's deadline has
+    // passed by then.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(received(&sink), vec![1]);
+}

@@ -249,3 +249,31 @@ fn every_record_of_a_refused_batch_becomes_a_dead_letter() {
     sent.sort();
     assert_eq!(frames, sent);
 }
+
+#[test]
+fn an_unencodable_record_becomes_a_dead_letter_with_status_0() {
+    let dir = temp_dir("dlq-encode");
+    let file = dir.join("dead.jsonl");
+    let sink = Sink::start(always(200));
+    // The schema has room for no bin: every record is an AvroMismatch.
+    let cfg = config(&sink, Some(&file)).replace(
+        "logging:",
+        "format:\n  mode: avro\n  schema: '{\"type\":\"record\",\"name\":\"r\",\"fields\":[{\"name\":\"x\",\"type\":\"long\"}]}'\nlogging:",
+    );
+    let sluice = Sluice::start("dlq-encode-run", &cfg);
+    let mut c = XdrClient::connect(sluice.xdr);
+    c.send(&record("u", 1));
+    assert_eq!(c.acks(1), vec![(0, 1)]);
+    assert!(sink.requests().is_empty());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let letters: Vec<Letter> = text.lines().map(|l| Letter::parse(l).unwrap()).collect();
+    assert_eq!(letters.len(), 1, "{text}");
+    assert_eq!(letters[0].status, 0);
+    assert_eq!(letters[0].destination, "es");
+    assert_eq!(letters[0].frame, record("u", 1));
+    assert!(
+        letters[0].reason.starts_with("cannot be encoded"),
+        "{}",
+        letters[0].reason
+    );
+}

@@ -17,7 +17,7 @@
 //! session's in-flight permit, so `max-concurrent-records` still bounds
 //! everything, and the 8 s deadline still holds: a session answers 11 at
 //! the deadline whatever the owner is doing, and the owner drops a waiting
-//! version whose deadline passed instead of sending it.
+//! version whose deadline has (all but) passed instead of sending it.
 //!
 //! Per key the owner keeps the LUT of the newest version delivered, the
 //! version in flight, and at most one waiting version:
@@ -47,7 +47,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
@@ -59,6 +59,9 @@ use crate::shard::{Latch, ShardCtx};
 
 /// Records in flight between two shards before the sender waits.
 const CHANNEL: usize = 1024;
+/// A waiting version with less time than this left before its deadline is
+/// not sent: no answer could come back in time.
+const TURN_MARGIN: Duration = Duration::from_millis(10);
 
 /// A record's key: its namespace (hashed: namespaces are few) and digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -201,7 +204,8 @@ struct KeyState {
     flying: Option<Option<u64>>,
     /// Older versions that arrived while it flies: they take its result.
     flying_followers: Vec<Rc<Answer>>,
-    next: Option<Waiting>,
+    /// Boxed: most keys have none, and the cache holds many keys.
+    next: Option<Box<Waiting>>,
     /// While idle: forgotten after this.
     expires: Instant,
     /// Matches the newest entry of `Ordering::ages` for this key (0: none).
@@ -394,7 +398,7 @@ impl Ordering {
             st.flying_followers.push(answer.clone());
             return answer;
         }
-        let waiting = match st.next.take() {
+        let waiting = match st.next.take().map(|w| *w) {
             None => Waiting {
                 job,
                 answer: answer.clone(),
@@ -420,7 +424,7 @@ impl Ordering {
                 }
             }
         };
-        st.next = Some(waiting);
+        st.next = Some(Box::new(waiting));
         answer
     }
 
@@ -455,8 +459,9 @@ impl Ordering {
             ctx.stats.stale.fetch_add(1, Relaxed);
             return ack::OK;
         }
-        if Instant::now() >= job.deadline {
-            // Its session has answered 11 already.
+        if Instant::now() + TURN_MARGIN >= job.deadline {
+            // Its session answers 11 (or has): sending it now would only
+            // race that answer.
             return ack::UNAVAILABLE;
         }
         job.run(ctx).await
@@ -478,7 +483,7 @@ impl Ordering {
         let followers = std::mem::take(&mut st.flying_followers);
         if let Some(w) = st.next.take() {
             st.flying = Some(w.job.lut);
-            return (followers, Some(w));
+            return (followers, Some(*w));
         }
         st.flying = None;
         st.expires = Instant::now() + job.ordering.ttl;
@@ -511,5 +516,40 @@ impl Ordering {
             }
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_spread_over_shards_and_stale_means_strictly_older() {
+        let mut per_shard = [0usize; 3];
+        for i in 0u32..3000 {
+            let mut digest = [0u8; 20];
+            // Digests are RIPEMD-160 output: any bytes will do here.
+            digest[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+            let key = Key::new("test", digest);
+            assert_eq!(key.owner(3), Key::new("test", digest).owner(3));
+            per_shard[key.owner(3)] += 1;
+            assert_eq!(key.owner(1), 0);
+        }
+        assert!(per_shard.iter().all(|&n| n > 900), "{per_shard:?}");
+        assert_ne!(Key::new("a", [1; 20]), Key::new("b", [1; 20]));
+        assert!(is_stale(Some(1), Some(2)));
+        assert!(!is_stale(Some(2), Some(2)));
+        assert!(!is_stale(None, Some(2)));
+        assert!(!is_stale(Some(1), None));
+    }
+
+    #[test]
+    fn a_remembered_key_is_small() {
+        // What CONFIG.md's memory figure rests on: this entry, plus the
+        // hash table's control byte and spare room, plus up to two 40-byte
+        // entries in `ages`.
+        let entry = std::mem::size_of::<(Key, KeyState)>();
+        assert_eq!(entry, 120);
+        assert_eq!(std::mem::size_of::<(Key, u64)>(), 40);
     }
 }

@@ -480,7 +480,7 @@ fn ordering(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Option<OrderingPlan>
     let ttl = obj
         .u64(ctx, "lut-cache-ttl-seconds", "seconds")
         .unwrap_or(30);
-    let max_keys = obj.count(ctx, "lut-cache-max-keys", "keys", 1_000_000);
+    let max_keys = obj.count(ctx, "lut-cache-max-keys", "keys", 100_000);
     Some(enabled.then(|| OrderingPlan {
         ttl: Duration::from_secs(ttl),
         max_keys,
