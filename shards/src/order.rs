@@ -55,7 +55,7 @@ use sluice_codec::ack;
 
 use crate::dlq::{self, Dead};
 use crate::plan::{OrderingPlan, Plan, RouteId};
-use crate::shard::{Latch, ShardCtx};
+use crate::shard::{Latch, ShardCtx, ShardPlan};
 
 /// Records in flight between two shards before the sender waits.
 const CHANNEL: usize = 1024;
@@ -87,6 +87,48 @@ impl Key {
         let d = &self.digest;
         u32::from_le_bytes([d[0], d[1], d[2], d[3]]) as usize % shards.max(1)
     }
+}
+
+/// A record ready to send (step 5), as the session hands it over.
+pub struct Outbound {
+    pub route: RouteId,
+    pub body: Bytes,
+    pub content_type: &'static str,
+    pub deadline: Instant,
+    pub dead: Dead,
+    /// The record's key, LUT and `record-ordering`, on an ordered route.
+    pub order: Option<(Key, Option<u64>, OrderingPlan)>,
+}
+
+/// Step 5 for one record: on an ordered route in its key's turn (on the
+/// key's owner shard), else at once; a refusal becomes a dead letter.
+/// Returns the ack.
+pub async fn deliver(ctx: &Rc<ShardCtx>, plan: &ShardPlan, out: Outbound) -> u8 {
+    let Some((key, lut, ordering)) = out.order else {
+        let verdict = crate::session::deliver(
+            plan,
+            out.route,
+            out.body,
+            out.content_type,
+            out.deadline,
+            ctx,
+        )
+        .await;
+        return dlq::settle(ctx, &plan.plan, verdict, &[out.dead]).await;
+    };
+    let job = Job {
+        plan: plan.plan.clone(),
+        route: out.route,
+        body: out.body,
+        content_type: out.content_type,
+        deadline: out.deadline,
+        port: out.dead.port,
+        frame: out.dead.frame,
+        key,
+        lut,
+        ordering,
+    };
+    ctx.order.submit(ctx, job).await
 }
 
 /// One record's delivery, as it waits for its key and crosses shards.

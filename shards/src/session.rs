@@ -21,7 +21,7 @@ use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 use crate::ackq::{AckQueue, SharedAcks};
 use crate::batch::{Batcher, Member};
 use crate::dlq::{self, Dead, Verdict};
-use crate::order::{Job, Key};
+use crate::order::{Key, Outbound};
 use crate::plan::{OrderingPlan, RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
 
@@ -180,32 +180,16 @@ impl Session {
             } => {
                 let acks = self.acks.clone();
                 let ctx = self.ctx.clone();
-                let dead = Dead::of(&plan.plan, self.port, frame);
+                let outbound = Outbound {
+                    route,
+                    body,
+                    content_type,
+                    deadline: received + RECORD_DEADLINE,
+                    dead: Dead::of(&plan.plan, self.port, frame),
+                    order,
+                };
                 glommio::spawn_local(async move {
-                    let deadline = received + RECORD_DEADLINE;
-                    let result = match order {
-                        // Ordered: sent on the key's owner shard, in turn.
-                        Some((key, lut, ordering)) => {
-                            let job = Job {
-                                plan: plan.plan.clone(),
-                                route,
-                                body,
-                                content_type,
-                                deadline,
-                                port: dead.port,
-                                frame: dead.frame,
-                                key,
-                                lut,
-                                ordering,
-                            };
-                            ctx.order.submit(&ctx, job).await
-                        }
-                        None => {
-                            let verdict =
-                                deliver(&plan, route, body, content_type, deadline, &ctx).await;
-                            dlq::settle(&ctx, &plan.plan, verdict, &[dead]).await
-                        }
-                    };
+                    let result = crate::order::deliver(&ctx, &plan, outbound).await;
                     acks.borrow_mut().decide(seq, result);
                     ctx.record_done(received);
                     drop(permit);
