@@ -15,9 +15,16 @@
 //! The owner answers with the ack code over the reverse ring. A channel
 //! that is full makes the sender wait, and a record waits holding its
 //! session's in-flight permit, so `max-concurrent-records` still bounds
-//! everything, and the 8 s deadline still holds: a session answers 11 at
-//! the deadline whatever the owner is doing, and the owner drops a waiting
-//! version whose deadline has (all but) passed instead of sending it.
+//! everything. The 8 s deadline still holds: a version sent at once is
+//! bounded by it like any delivery; one that waits (for another shard, or
+//! behind another version of its key) is answered 11 by the shard's
+//! deadline ticker at most 50 ms after it (one timer per shard, not one per
+//! record); and the owner does not send a waiting version whose deadline
+//! has (all but) passed.
+//!
+//! Cost: the common case (the key is idle on this shard) runs the delivery
+//! in the session's own task, with no timer and no extra task; a key is
+//! hashed by its digest bytes, which are uniform already.
 //!
 //! Per key the owner keeps the LUT of the newest version delivered, the
 //! version in flight, and at most one waiting version:
@@ -40,9 +47,9 @@
 //! late older version stale.
 
 use std::cell::{Cell, RefCell};
-use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -62,9 +69,13 @@ const CHANNEL: usize = 1024;
 /// A waiting version with less time than this left before its deadline is
 /// not sent: no answer could come back in time.
 const TURN_MARGIN: Duration = Duration::from_millis(10);
+/// How often the deadlines of waiting records are looked at: a record
+/// waiting on another shard or version is answered 11 at most this long
+/// after its 8 s deadline (XDR resends at 10 s).
+const DEADLINE_TICK: Duration = Duration::from_millis(50);
 
 /// A record's key: its namespace (hashed: namespaces are few) and digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
     namespace: u64,
     digest: [u8; 20],
@@ -72,13 +83,11 @@ pub struct Key {
 
 impl Key {
     pub fn new(namespace: &str, digest: [u8; 20]) -> Key {
-        // DefaultHasher::new() has fixed keys: every shard computes the same.
-        let mut h = DefaultHasher::new();
-        namespace.hash(&mut h);
-        Key {
-            namespace: h.finish(),
-            digest,
-        }
+        // FNV-1a: fixed, so every shard computes the same; namespaces are short.
+        let namespace = namespace.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Key { namespace, digest }
     }
 
     /// The shard that orders this key: digests are uniform, so their first
@@ -88,6 +97,38 @@ impl Key {
         u32::from_le_bytes([d[0], d[1], d[2], d[3]]) as usize % shards.max(1)
     }
 }
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The digest is RIPEMD-160 output, already uniform: 8 of its bytes
+        // (not the ones that pick the owner shard) are the hash.
+        let d = &self.digest;
+        let bits = u64::from_le_bytes([d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11]]);
+        state.write_u64(bits ^ self.namespace);
+    }
+}
+
+/// Passes [`Key`]'s own hash through (SipHash would only slow it down).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap = HashMap<Key, KeyState, BuildHasherDefault<KeyHasher>>;
 
 /// A record ready to send (step 5), as the session hands it over.
 pub struct Outbound {
@@ -232,6 +273,17 @@ impl Answer {
     }
 }
 
+/// What [`Ordering::enqueue`] made of a version.
+enum Enqueued {
+    /// Stale: this ack, not sent.
+    Answered(u8),
+    /// The key was idle: this version's turn, to run now.
+    Turn(Waiting),
+    /// Behind another version: answered when that one (or its own turn)
+    /// is done, or 11 at this deadline.
+    Waiting(Rc<Answer>, Instant),
+}
+
 /// A version waiting for its key, and the older versions it replaced.
 struct Waiting {
     job: Job,
@@ -258,7 +310,7 @@ struct KeyState {
 pub struct Ordering {
     shard: usize,
     shards: usize,
-    keys: RefCell<HashMap<Key, KeyState>>,
+    keys: RefCell<KeyMap>,
     /// Idle keys in the order they went idle, for the TTL and the size cap.
     ages: RefCell<VecDeque<(Key, u64)>>,
     stamps: Cell<u64>,
@@ -267,6 +319,10 @@ pub struct Ordering {
     /// Answers to records handed to another shard, by token.
     replies: RefCell<HashMap<u64, Rc<Answer>>>,
     tokens: Cell<u64>,
+    /// Answers that wait on something else (another shard, another version
+    /// of the key), by deadline: one ticker answers them 11 when it passes,
+    /// instead of a timer per record.
+    deadlines: RefCell<VecDeque<(Instant, Rc<Answer>)>>,
 }
 
 /// Strictly older than what was delivered (both LUTs known).
@@ -279,13 +335,14 @@ impl Ordering {
         Ordering {
             shard,
             shards: shards.max(1),
-            keys: RefCell::new(HashMap::new()),
+            keys: RefCell::new(KeyMap::default()),
             ages: RefCell::new(VecDeque::new()),
             stamps: Cell::new(0),
             peers: RefCell::new(Vec::new()),
             connected: Latch::default(),
             replies: RefCell::new(HashMap::new()),
             tokens: Cell::new(0),
+            deadlines: RefCell::new(VecDeque::new()),
         }
     }
 
@@ -297,6 +354,14 @@ impl Ordering {
     /// Connects this shard's channel ends (each connect waits for the other
     /// shard's end) and serves what the other shards hand over.
     pub fn start(self: &Rc<Self>, ctx: &Rc<ShardCtx>, links: Links) {
+        let (me, ticker_ctx) = (self.clone(), ctx.clone());
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(DEADLINE_TICK).await;
+                me.expire(ticker_ctx.expired.is_set());
+            }
+        })
+        .detach();
         let (me, ctx) = (self.clone(), ctx.clone());
         glommio::spawn_local(async move {
             let senders =
@@ -333,10 +398,14 @@ impl Ordering {
     fn on_message(self: &Rc<Self>, ctx: &Rc<ShardCtx>, from: usize, msg: Msg) {
         match msg {
             Msg::Job { token, job } => {
-                let answer = self.enqueue(ctx, job);
                 let me = self.clone();
+                let ctx = ctx.clone();
                 glommio::spawn_local(async move {
-                    let result = answer.wait().await;
+                    let result = match me.enqueue(&ctx, job) {
+                        Enqueued::Answered(result) => result,
+                        Enqueued::Turn(w) => me.run_turn(&ctx, w).await,
+                        Enqueued::Waiting(answer, _) => answer.wait().await,
+                    };
                     let peer = me.peers.borrow().get(from).cloned().flatten();
                     if let Some(peer) = peer {
                         // The session answers 11 at its deadline if this is lost.
@@ -356,20 +425,46 @@ impl Ordering {
     /// Delivers `job` in its key's order (on the key's owner shard) and
     /// returns its ack: 11 at the deadline or at the end of a shutdown.
     pub async fn submit(self: &Rc<Self>, ctx: &Rc<ShardCtx>, job: Job) -> u8 {
-        let deadline = job.deadline;
         let owner = job.key.owner(self.shards);
-        let answer = if owner == self.shard {
-            self.enqueue(ctx, job)
-        } else {
+        if owner != self.shard {
             ctx.stats.handed_off.fetch_add(1, Relaxed);
-            self.hand_off(owner, job)
-        };
-        futures_lite::future::or(answer.wait(), async {
-            let left = deadline.saturating_duration_since(Instant::now());
-            futures_lite::future::or(glommio::timer::sleep(left), ctx.expired.wait()).await;
-            ack::UNAVAILABLE
-        })
-        .await
+            let deadline = job.deadline;
+            let answer = self.hand_off(owner, job);
+            self.watch(deadline, &answer);
+            return answer.wait().await;
+        }
+        match self.enqueue(ctx, job) {
+            Enqueued::Answered(result) => result,
+            // The key is idle: sent now, from this task (bounded by the
+            // record's deadline like any delivery).
+            Enqueued::Turn(w) => self.run_turn(ctx, w).await,
+            Enqueued::Waiting(answer, deadline) => {
+                self.watch(deadline, &answer);
+                answer.wait().await
+            }
+        }
+    }
+
+    fn watch(&self, deadline: Instant, answer: &Rc<Answer>) {
+        self.deadlines
+            .borrow_mut()
+            .push_back((deadline, answer.clone()));
+    }
+
+    /// Answers 11 to watched records past their deadline (all of them at
+    /// the end of a shutdown's drain), and forgets answered ones.
+    fn expire(&self, all: bool) {
+        let now = Instant::now();
+        let mut q = self.deadlines.borrow_mut();
+        while let Some((deadline, answer)) = q.front() {
+            if answer.ack.get().is_none() {
+                if !all && *deadline > now {
+                    break;
+                }
+                answer.set(ack::UNAVAILABLE);
+            }
+            q.pop_front();
+        }
     }
 
     fn hand_off(self: &Rc<Self>, owner: usize, job: Job) -> Rc<Answer> {
@@ -396,9 +491,8 @@ impl Ordering {
     }
 
     /// Takes a version of a key this shard owns: answered at once when
-    /// stale, sent now when the key is idle, else it waits (coalescing).
-    fn enqueue(self: &Rc<Self>, ctx: &Rc<ShardCtx>, job: Job) -> Rc<Answer> {
-        let answer = Rc::new(Answer::default());
+    /// stale, its turn now when the key is idle, else it waits (coalescing).
+    fn enqueue(&self, ctx: &ShardCtx, job: Job) -> Enqueued {
         let stats = &ctx.stats;
         self.sweep(job.ordering.max_keys.div_ceil(self.shards));
         let mut keys = self.keys.borrow_mut();
@@ -417,28 +511,24 @@ impl Ordering {
         };
         if is_stale(job.lut, st.delivered) {
             stats.stale.fetch_add(1, Relaxed);
-            answer.set(ack::OK);
-            return answer;
+            return Enqueued::Answered(ack::OK);
         }
         let Some(flying) = st.flying else {
             st.flying = Some(job.lut);
             // Idle no more: its entry in `ages` is void.
             st.stamp = 0;
-            drop(keys);
-            self.start_turn(
-                ctx,
-                Waiting {
-                    job,
-                    answer: answer.clone(),
-                    followers: Vec::new(),
-                },
-            );
-            return answer;
+            return Enqueued::Turn(Waiting {
+                job,
+                answer: Rc::new(Answer::default()),
+                followers: Vec::new(),
+            });
         };
+        let answer = Rc::new(Answer::default());
+        let deadline = job.deadline;
         if is_stale(job.lut, flying) {
             stats.superseded.fetch_add(1, Relaxed);
             st.flying_followers.push(answer.clone());
-            return answer;
+            return Enqueued::Waiting(answer, deadline);
         }
         let waiting = match st.next.take().map(|w| *w) {
             None => Waiting {
@@ -467,28 +557,37 @@ impl Ordering {
             }
         };
         st.next = Some(Box::new(waiting));
-        answer
+        Enqueued::Waiting(answer, deadline)
     }
 
-    /// Sends versions of one key one after the other until none waits.
-    fn start_turn(self: &Rc<Self>, ctx: &Rc<ShardCtx>, first: Waiting) {
-        let (me, ctx) = (self.clone(), ctx.clone());
-        glommio::spawn_local(async move {
-            let mut w = first;
-            loop {
-                let result = me.turn(&ctx, &w.job).await;
-                let (followers, next) = me.finish(&w.job, result);
-                w.answer.set(result);
-                for f in w.followers.iter().chain(&followers) {
-                    f.set(result);
+    /// One version's turn, from the caller's task; the versions waiting
+    /// after it take theirs in a task of their own. Returns its result.
+    async fn run_turn(self: &Rc<Self>, ctx: &Rc<ShardCtx>, w: Waiting) -> u8 {
+        let (result, next) = self.one_turn(ctx, w).await;
+        if let Some(next) = next {
+            let (me, ctx) = (self.clone(), ctx.clone());
+            glommio::spawn_local(async move {
+                let mut next = Some(next);
+                while let Some(w) = next {
+                    next = me.one_turn(&ctx, w).await.1;
                 }
-                match next {
-                    Some(n) => w = n,
-                    None => return,
-                }
-            }
-        })
-        .detach();
+            })
+            .detach();
+        }
+        result
+    }
+
+    /// Sends a version (unless stale or out of time) and gives its result
+    /// to it and to the versions that follow it; returns the result and
+    /// the next version waiting for the key.
+    async fn one_turn(&self, ctx: &Rc<ShardCtx>, w: Waiting) -> (u8, Option<Waiting>) {
+        let result = self.turn(ctx, &w.job).await;
+        let (followers, next) = self.finish(&w.job, result);
+        w.answer.set(result);
+        for f in w.followers.iter().chain(&followers) {
+            f.set(result);
+        }
+        (result, next)
     }
 
     async fn turn(&self, ctx: &Rc<ShardCtx>, job: &Job) -> u8 {

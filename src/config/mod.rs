@@ -169,12 +169,12 @@ impl Compiled {
             p.service.max_concurrent_records, p.service.ack_buffering, p.service.max_message_bytes
         );
         if let Some(d) = &p.dead_letter {
-            let _ = writeln!(
-                s,
-                "dead letters: {} (fsync {:?})",
-                d.file.display(),
-                d.fsync
-            );
+            let fsync = match d.fsync {
+                sluice_shards::plan::Fsync::Always => "always",
+                sluice_shards::plan::Fsync::Batch => "batch",
+                sluice_shards::plan::Fsync::Never => "never",
+            };
+            let _ = writeln!(s, "dead letters: {} (fsync {fsync})", d.file.display());
         }
         let _ = writeln!(s, "destinations:");
         for (i, d) in p.destinations.iter().enumerate() {

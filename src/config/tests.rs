@@ -169,6 +169,18 @@ record-ordering:\n  lut-cache-ttl-seconds: 5\n  lut-cache-max-keys: 10\n"
     assert_eq!(r.classify(409), StatusClass::Retry);
     assert_eq!(r.classify(503), StatusClass::Drop);
     assert_eq!(r.classify(400), StatusClass::Other);
+    assert!(
+        c.describe()
+            .contains("dead letters: /tmp/dead.jsonl (fsync batch)"),
+        "{}",
+        c.describe()
+    );
+    assert!(
+        c.describe()
+            .contains("record-ordering ttl 5s, at most 10 keys"),
+        "{}",
+        c.describe()
+    );
     let dl = c.plan.dead_letter.unwrap();
     assert_eq!(dl.file, Path::new("/tmp/dead.jsonl"));
     assert_eq!(dl.fsync, Fsync::Batch);
