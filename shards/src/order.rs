@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::{GlommioError, ResourceType};
 use sluice_codec::ack;
 
 use crate::dlq::{self, Dead};
@@ -472,22 +473,40 @@ impl Ordering {
         let token = self.tokens.get();
         self.tokens.set(token.wrapping_add(1));
         self.replies.borrow_mut().insert(token, answer.clone());
+        let mut msg = Msg::Job { token, job };
+        // Usually there is room: no task needed.
+        let peer = self.peers.borrow().get(owner).cloned().flatten();
+        if let Some(peer) = peer.filter(|_| self.connected.is_set()) {
+            match peer.try_send(msg) {
+                Ok(()) => return answer,
+                Err(GlommioError::WouldBlock(ResourceType::Channel(m))) => msg = m,
+                Err(_) => {
+                    self.fail_reply(token);
+                    return answer;
+                }
+            }
+        }
         let me = self.clone();
         glommio::spawn_local(async move {
             me.connected.wait().await;
             let peer = me.peers.borrow().get(owner).cloned().flatten();
             let sent = match peer {
-                Some(p) => p.send(Msg::Job { token, job }).await.is_ok(),
+                Some(p) => p.send(msg).await.is_ok(),
                 None => false,
             };
             if !sent {
-                if let Some(a) = me.replies.borrow_mut().remove(&token) {
-                    a.set(ack::UNAVAILABLE);
-                }
+                me.fail_reply(token);
             }
         })
         .detach();
         answer
+    }
+
+    /// A hand-off that could not be sent: 11, XDR resends.
+    fn fail_reply(&self, token: u64) {
+        if let Some(a) = self.replies.borrow_mut().remove(&token) {
+            a.set(ack::UNAVAILABLE);
+        }
     }
 
     /// Takes a version of a key this shard owns: answered at once when
