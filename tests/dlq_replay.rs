@@ -26,6 +26,15 @@ logging:\n  ticker-interval: 0\n",
     )
 }
 
+/// The config with the manage API on a free loopback port.
+fn with_manage(config: &str) -> String {
+    config.replacen(
+        "  port: 0\n",
+        "  port: 0\n  manage:\n    address: 127.0.0.1\n    port: 0\n",
+        1,
+    )
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -145,10 +154,14 @@ fn refused_records_become_dead_letters_and_replay_delivers_them() {
 #[test]
 fn without_a_dead_letter_file_refused_records_are_answered_4() {
     let refusing = Sink::start(always(404));
-    let sluice = Sluice::start("dlq-none", &config(&refusing, None));
+    let mut sluice = Sluice::start("dlq-none", &with_manage(&config(&refusing, None)));
+    let manage = sluice.manage();
     let mut c = XdrClient::connect(sluice.xdr);
     c.send(&[record("d", 1), record("d", 2)].concat());
     assert_eq!(c.acks(2), vec![(4, 1), (4, 2)]);
+    assert_eq!(metric(manage, "sluice_records_abandoned_total"), 2);
+    assert_eq!(metric(manage, "sluice_destination_rejected_total"), 2);
+    assert_eq!(metric(manage, "sluice_dead_letters_total"), 0);
 }
 
 #[test]
@@ -158,10 +171,14 @@ fn a_dead_letter_that_cannot_be_written_is_answered_11() {
     let file = dir.join("dead.jsonl");
     std::fs::create_dir_all(&file).unwrap();
     let refusing = Sink::start(always(400));
-    let sluice = Sluice::start("dlq-fail-run", &config(&refusing, Some(&file)));
+    let cfg = with_manage(&config(&refusing, Some(&file)));
+    let mut sluice = Sluice::start("dlq-fail-run", &cfg);
+    let manage = sluice.manage();
     let mut c = XdrClient::connect(sluice.xdr);
     c.send(&record("d", 1));
     assert_eq!(c.acks(1), vec![(11, 1)]);
+    assert_eq!(metric(manage, "sluice_dead_letter_failures_total"), 1);
+    assert_eq!(metric(manage, "sluice_dead_letters_total"), 0);
 }
 
 #[test]
