@@ -149,6 +149,7 @@ fn refused_records_become_dead_letters_and_replay_delivers_them() {
         .collect();
     gens.sort();
     assert_eq!(gens, vec![1, 2, 3, 4, 5]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -179,6 +180,7 @@ fn a_dead_letter_that_cannot_be_written_is_answered_11() {
     assert_eq!(c.acks(1), vec![(11, 1)]);
     assert_eq!(metric(manage, "sluice_dead_letter_failures_total"), 1);
     assert_eq!(metric(manage, "sluice_dead_letters_total"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -240,6 +242,7 @@ logging:\n  ticker-interval: 0\n",
     let out = replay(&file, &cfg, &["--destination", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such destination"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -265,6 +268,7 @@ fn every_record_of_a_refused_batch_becomes_a_dead_letter() {
     let mut sent: Vec<Vec<u8>> = (1..=3).map(|g| record("b", g)).collect();
     sent.sort();
     assert_eq!(frames, sent);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -293,4 +297,5 @@ fn an_unencodable_record_becomes_a_dead_letter_with_status_0() {
         "{}",
         letters[0].reason
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }

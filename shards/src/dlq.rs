@@ -237,7 +237,8 @@ pub async fn settle(ctx: &ShardCtx, plan: &Plan, verdict: Verdict, records: &[De
         Ok(()) => {
             stats.dead_letters.fetch_add(records.len() as u64, Relaxed);
             for r in rejections {
-                tracing::info!(destination = %r.destination, status = r.status, reason = %r.reason,
+                // Counted and in the file: a log line each would flood.
+                tracing::debug!(destination = %r.destination, status = r.status, reason = %r.reason,
                     records = records.len(), file = %dl.file.display(), "refused for good: written to the dead-letter file");
             }
             ack::OK
