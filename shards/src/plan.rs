@@ -42,7 +42,8 @@ pub struct DeadLetterPlan {
 pub enum Fsync {
     /// fdatasync before the record is acked.
     Always,
-    /// Written before the ack; fdatasync at most every 100 ms.
+    /// Written before the ack; fdatasync with a write once 100 ms passed
+    /// since the last one.
     Batch,
     /// Written before the ack; the kernel decides when it reaches the disk.
     Never,
