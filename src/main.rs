@@ -34,6 +34,8 @@ enum Command {
     Sink(sluice_perf::sink::SinkArgs),
     /// Run a sink, the connector and the generator in one process.
     Demo(cmd::demo::DemoArgs),
+    /// Dead letters: list them, or send them again (`replay`).
+    Dlq(cmd::dlq::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,5 +47,6 @@ fn main() -> ExitCode {
         Command::Gen(args) => sluice_perf::gen::run(args),
         Command::Sink(args) => sluice_perf::sink::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Dlq(args) => cmd::dlq::run(args),
     }
 }

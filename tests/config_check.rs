@@ -168,7 +168,7 @@ fn example_configs_are_valid() {
         ),
         (
             "example-esp-outbound.yml",
-            "retry 3 attempts, backoff 50-1000ms on 408,429,500-599",
+            "retry 3 attempts, backoff 50-1000ms on 408,429,500-599; drop 400-499",
         ),
         (
             "minimal.yml",

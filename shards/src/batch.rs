@@ -14,6 +14,7 @@ use sluice_codec::ack;
 use sluice_codec::encode::BatchStart;
 
 use crate::ackq::{Seq, SharedAcks};
+use crate::dlq::{self, Dead};
 use crate::plan::{BatchPlan, FormatId, RouteId};
 use crate::session::{deliver, RECORD_DEADLINE};
 use crate::shard::{ShardCtx, ShardPlan};
@@ -24,6 +25,8 @@ pub struct Member {
     pub seq: Seq,
     pub permit: StaticPermit,
     pub received: Instant,
+    /// Its frame, for a dead letter.
+    pub dead: Dead,
 }
 
 struct Open {
@@ -128,10 +131,17 @@ impl Batcher {
             + RECORD_DEADLINE;
         let (plan, ctx, route) = (plan.clone(), ctx.clone(), self.route);
         let body = Bytes::from(open.body);
-        let members = open.members;
+        let mut members = open.members;
         glommio::spawn_local(async move {
-            let ok = deliver(&plan, route, body, content_type, deadline, &ctx).await;
-            let result = if ok { ack::OK } else { ack::UNAVAILABLE };
+            let verdict = deliver(&plan, route, body, content_type, deadline, &ctx).await;
+            let dead: Vec<Dead> = members
+                .iter_mut()
+                .map(|m| Dead {
+                    port: m.dead.port,
+                    frame: m.dead.frame.take(),
+                })
+                .collect();
+            let result = dlq::settle(&ctx, &plan.plan, verdict, &dead).await;
             for m in members {
                 m.acks.borrow_mut().decide(m.seq, result);
                 ctx.record_done(m.received);

@@ -22,7 +22,7 @@ use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion};
+use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion, StatusClass};
 use crate::rt;
 use crate::stats::{DestinationStats, ShardStats};
 
@@ -46,6 +46,20 @@ pub enum AttemptError {
     Request { url: String, why: String },
     #[error("every endpoint of destination {name} is down")]
     AllDown { name: String },
+}
+
+/// How one body's delivery to one destination ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An endpoint answered a status in `http-success-status-codes`.
+    Delivered,
+    /// Not accepted before retries or the deadline ran out (timeouts,
+    /// connection errors, retried or unlisted statuses, every endpoint
+    /// down): XDR must resend it (ack 11).
+    Failed,
+    /// Refused for good: a status in the drop list (`drop-status-codes`),
+    /// so resending the same record cannot help. It becomes a dead letter.
+    Rejected { status: u16, url: String },
 }
 
 /// A destination's connections and state on one shard.
@@ -255,14 +269,15 @@ impl Pool {
     }
 
     /// Delivers one body, retrying retryable failures with exponential
-    /// backoff and full jitter while the record's deadline allows. True when
-    /// an endpoint accepted it.
+    /// backoff and full jitter while the record's deadline allows. The
+    /// retries run inside this call, so they hold the caller's in-flight
+    /// permit: there is no retry queue to grow.
     pub async fn deliver(
         &self,
         body: Bytes,
         content_type: &'static str,
         deadline: Instant,
-    ) -> bool {
+    ) -> Outcome {
         let (body, gzip) = self.compress(body);
         self.stats.bytes_out.fetch_add(body.len() as u64, Relaxed);
         let retry = &self.plan.retry;
@@ -271,13 +286,23 @@ impl Pool {
             let err = match self.attempt(&body, gzip, content_type, deadline).await {
                 Ok(()) => {
                     self.stats.delivered.fetch_add(1, Relaxed);
-                    return true;
+                    return Outcome::Delivered;
                 }
                 Err(e) => e,
             };
             tracing::debug!(destination = %self.plan.name, attempt, error = %err, "delivery attempt failed");
             let retryable = match &err {
-                AttemptError::Status { status, .. } => retry.retry_statuses.contains(*status),
+                AttemptError::Status { status, url, .. } => match retry.classify(*status) {
+                    StatusClass::Retry => true,
+                    StatusClass::Drop => {
+                        self.stats.rejected.fetch_add(1, Relaxed);
+                        return Outcome::Rejected {
+                            status: *status,
+                            url: url.clone(),
+                        };
+                    }
+                    StatusClass::Other => false,
+                },
                 AttemptError::AllDown { .. } => false,
                 _ => true,
             };
@@ -303,7 +328,7 @@ impl Pool {
             glommio::timer::sleep(wait).await;
         }
         self.stats.failed.fetch_add(1, Relaxed);
-        false
+        Outcome::Failed
     }
 
     fn compress(&self, body: Bytes) -> (Bytes, bool) {
@@ -751,10 +776,18 @@ fn resolve(ep: &EndpointPlan) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{} has no address", ep.host))
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not honoured).
+/// `Retry-After`: delay-seconds, or an HTTP-date (a date in the past is
+/// no wait).
 fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
-    let v = h.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let v = h.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -772,5 +805,22 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015"),
         );
         assert_eq!(retry_after(&h), None);
+        // An HTTP-date in the past: retry without waiting for it.
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let date = httpdate::fmt_http_date(later);
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_str(&date).unwrap_or(HeaderValue::from_static("x")),
+        );
+        let wait = retry_after(&h).unwrap_or_default();
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
     }
 }

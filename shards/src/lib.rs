@@ -10,6 +10,8 @@
 pub mod ackq;
 pub mod batch;
 pub mod dest;
+pub mod dlq;
+pub mod order;
 pub mod plan;
 pub mod rt;
 pub mod session;
@@ -107,8 +109,9 @@ pub fn start(plan: Arc<Plan>, opts: RuntimeOptions) -> Result<Runtime, StartErro
     // Shard 0 binds first so that port 0 resolves once; the others bind the
     // resolved ports.
     let mut bind: Vec<SocketAddr> = plan.service.listeners.iter().map(|l| l.addr).collect();
-    for (i, cpu) in opts.cpus.iter().copied().enumerate() {
-        match spawn_shard(i, n, cpu, plan.clone(), bind.clone()) {
+    let links = order::links(n);
+    for ((i, cpu), links) in opts.cpus.iter().copied().enumerate().zip(links) {
+        match spawn_shard(i, n, cpu, plan.clone(), bind.clone(), links) {
             Ok((handle, addrs)) => {
                 rt.shards.push(handle);
                 bind = addrs;
@@ -132,6 +135,7 @@ fn spawn_shard(
     cpu: Option<usize>,
     plan: Arc<Plan>,
     bind: Vec<SocketAddr>,
+    links: order::Links,
 ) -> Result<(ShardHandle, Vec<SocketAddr>), StartError> {
     let (control_tx, control_rx): (Sender<Control>, Receiver<Control>) =
         crossbeam_channel::unbounded();
@@ -149,6 +153,7 @@ fn spawn_shard(
                 control: control_rx,
                 stats: shard_stats,
                 ready: ready_tx,
+                links,
             })
             .await
         })

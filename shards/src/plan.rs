@@ -26,6 +26,27 @@ pub struct Plan {
     pub formats: Vec<FormatPlan>,
     pub routes: Vec<Route>,
     pub table: RouteTable,
+    /// Where records refused for good are written (`dead-letter`).
+    pub dead_letter: Option<DeadLetterPlan>,
+}
+
+/// The dead-letter file (dlq.rs): one JSON line per refused record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterPlan {
+    pub file: std::path::PathBuf,
+    pub fsync: Fsync,
+}
+
+/// When a dead letter reaches the disk, relative to its ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// fdatasync before the record is acked.
+    Always,
+    /// Written before the ack; fdatasync with a write once 100 ms passed
+    /// since the last one.
+    Batch,
+    /// Written before the ack; the kernel decides when it reaches the disk.
+    Never,
 }
 
 #[derive(Debug, Clone)]
@@ -120,8 +141,34 @@ pub struct RetryPlan {
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Status codes that are retried (others outside `success` are permanent).
+    /// Status codes that are retried.
     pub retry_statuses: StatusSet,
+    /// Status codes that reject a record for good (a dead letter); the
+    /// retry list is looked at first.
+    pub drop_statuses: StatusSet,
+}
+
+/// What a status outside `http-success-status-codes` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// In the retry list: retried inside the deadline, then answered 11.
+    Retry,
+    /// In the drop list (and not the retry list): refused for good.
+    Drop,
+    /// In neither: answered 11 at once, so XDR resends it later.
+    Other,
+}
+
+impl RetryPlan {
+    pub fn classify(&self, status: u16) -> StatusClass {
+        if self.retry_statuses.contains(status) {
+            StatusClass::Retry
+        } else if self.drop_statuses.contains(status) {
+            StatusClass::Drop
+        } else {
+            StatusClass::Other
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,8 +199,18 @@ pub struct BatchPlan {
 pub struct Route {
     pub action: RouteAction,
     pub batching: Option<BatchPlan>,
-    /// Per-key ordering by LUT; the LUT cache TTL.
-    pub ordering: Option<Duration>,
+    /// Per-key ordering by LUT (order.rs).
+    pub ordering: Option<OrderingPlan>,
+}
+
+/// `record-ordering` of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderingPlan {
+    /// How long a key's last delivered LUT is remembered.
+    pub ttl: Duration,
+    /// The most keys remembered by the whole process (each shard holds
+    /// the keys it owns, up to its share).
+    pub max_keys: usize,
 }
 
 /// Which route a record takes. Precedence: set, then namespace, then port,

@@ -20,7 +20,9 @@ use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 
 use crate::ackq::{AckQueue, SharedAcks};
 use crate::batch::{Batcher, Member};
-use crate::plan::{RouteAction, RouteId};
+use crate::dlq::{self, Dead, Verdict};
+use crate::order::{Key, Outbound};
+use crate::plan::{OrderingPlan, RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
 
 /// Initial read buffer; it grows only for a frame larger than it.
@@ -166,6 +168,7 @@ impl Session {
                     seq,
                     permit,
                     received,
+                    dead: Dead::of(&plan.plan, self.port, frame),
                 };
                 batcher.add(&plan, &self.ctx, &self.out, member);
             }
@@ -173,13 +176,32 @@ impl Session {
                 body,
                 content_type,
                 route,
+                order,
             } => {
                 let acks = self.acks.clone();
                 let ctx = self.ctx.clone();
+                let outbound = Outbound {
+                    route,
+                    body,
+                    content_type,
+                    deadline: received + RECORD_DEADLINE,
+                    dead: Dead::of(&plan.plan, self.port, frame),
+                    order,
+                };
                 glommio::spawn_local(async move {
-                    let deadline = received + RECORD_DEADLINE;
-                    let ok = deliver(&plan, route, body, content_type, deadline, &ctx).await;
-                    let result = if ok { ack::OK } else { ack::UNAVAILABLE };
+                    let result = crate::order::deliver(&ctx, &plan, outbound).await;
+                    acks.borrow_mut().decide(seq, result);
+                    ctx.record_done(received);
+                    drop(permit);
+                })
+                .detach();
+            }
+            Prepared::Refused(verdict) => {
+                let acks = self.acks.clone();
+                let ctx = self.ctx.clone();
+                let dead = Dead::of(&plan.plan, self.port, frame);
+                glommio::spawn_local(async move {
+                    let result = dlq::settle(&ctx, &plan.plan, verdict, &[dead]).await;
                     acks.borrow_mut().decide(seq, result);
                     ctx.record_done(received);
                     drop(permit);
@@ -218,7 +240,14 @@ impl Session {
             stats.skipped.fetch_add(1, Relaxed);
             return Prepared::Answer(ack::OK);
         };
-        let batcher = plan.batchers.get(route_id).and_then(Option::as_ref);
+        // An ordered route sends each record on its own, in its key's turn.
+        let order = route
+            .ordering
+            .map(|o| (Key::new(rec.namespace, rec.digest), rec.lut, o));
+        let batcher = match order {
+            Some(_) => None,
+            None => plan.batchers.get(route_id).and_then(Option::as_ref),
+        };
         let mut fresh = Vec::new();
         let out = match batcher {
             Some(_) => {
@@ -232,6 +261,17 @@ impl Session {
         };
         if let Err(e) = fmt.encoder.encode(&rec, &fmt.bins, unix_ms(), out) {
             stats.encode_errors.fetch_add(1, Relaxed);
+            if p.dead_letter.is_some() {
+                let names = match &route.action {
+                    RouteAction::Deliver { destinations, .. } => destinations.as_slice(),
+                    RouteAction::Skip => &[],
+                };
+                let names = names
+                    .iter()
+                    .filter_map(|d| p.destinations.get(*d))
+                    .map(|d| d.name.as_str());
+                return Prepared::Refused(Verdict::unencodable(names, &e.to_string()));
+            }
             tracing::warn!(shard = self.ctx.index, namespace = rec.namespace, set = ?rec.set,
                 error = %e, "record cannot be encoded; answered 4 (XDR abandons it)");
             return Prepared::Answer(ack::PARAMETER);
@@ -243,6 +283,7 @@ impl Session {
             body: Bytes::from(fresh),
             content_type: fmt.encoder.content_type(),
             route: route_id,
+            order,
         }
     }
 }
@@ -257,7 +298,11 @@ enum Prepared {
         /// The route's destinations are looked up again by the delivery
         /// task: nothing is cloned per record.
         route: RouteId,
+        /// The record's key, LUT and `record-ordering`, on an ordered route.
+        order: Option<(Key, Option<u64>, OrderingPlan)>,
     },
+    /// Refused for good before sending (unencodable): a dead letter.
+    Refused(Verdict),
 }
 
 /// Step 5: the body goes to every routed destination at once; the record is
@@ -269,34 +314,42 @@ pub(crate) async fn deliver(
     content_type: &'static str,
     deadline: Instant,
     ctx: &ShardCtx,
-) -> bool {
+) -> Verdict {
     let destinations: &[usize] = match plan.plan.routes.get(route).map(|r| &r.action) {
         Some(RouteAction::Deliver { destinations, .. }) => destinations,
-        _ => return false,
+        _ => return Verdict::Failed,
     };
     let all = async {
         if let [only] = destinations {
             return match plan.pools.get(*only) {
-                Some(pool) => pool.deliver(body, content_type, deadline).await,
-                None => false,
+                Some(pool) => Verdict::Delivered.add(
+                    pool.name(),
+                    pool.deliver(body, content_type, deadline).await,
+                ),
+                None => Verdict::Failed,
             };
         }
-        let tasks: Vec<_> = destinations
+        let pools: Vec<_> = destinations
             .iter()
             .filter_map(|d| plan.pools.get(*d))
-            .map(|pool| pool.deliver(body.clone(), content_type, deadline))
             .collect();
-        if tasks.len() != destinations.len() {
-            return false;
+        if pools.len() != destinations.len() {
+            return Verdict::Failed;
         }
+        let tasks = pools
+            .iter()
+            .map(|pool| pool.deliver(body.clone(), content_type, deadline));
         futures_util::future::join_all(tasks)
             .await
             .into_iter()
-            .all(|ok| ok)
+            .zip(&pools)
+            .fold(Verdict::Delivered, |v, (outcome, pool)| {
+                v.add(pool.name(), outcome)
+            })
     };
     futures_lite::future::or(all, async {
         ctx.expired.wait().await;
-        false
+        Verdict::Failed
     })
     .await
 }

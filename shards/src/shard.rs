@@ -101,6 +101,9 @@ pub struct ShardCtx {
     pub expired: Latch,
     /// Receive → ack decided, microseconds.
     pub ack_latency: RefCell<hdrhistogram::Histogram<u64>>,
+    /// record-ordering: the keys this shard owns, and the hand-off to the others.
+    pub order: Rc<crate::order::Ordering>,
+    pub dead_letters: crate::dlq::Writer,
 }
 
 impl ShardCtx {
@@ -163,6 +166,7 @@ pub struct ShardArgs {
     pub control: Receiver<Control>,
     pub stats: Arc<ShardStats>,
     pub ready: Sender<Result<Vec<SocketAddr>, StartError>>,
+    pub links: crate::order::Links,
 }
 
 /// The shard's main task: bind, report ready, serve until shutdown.
@@ -199,7 +203,10 @@ pub async fn run(args: ShardArgs) {
         stopping: Latch::default(),
         expired: Latch::default(),
         ack_latency: RefCell::new(crate::stats::micros_histogram()),
+        order: Rc::new(crate::order::Ordering::new(args.index, args.count)),
+        dead_letters: crate::dlq::Writer::default(),
     });
+    ctx.order.start(&ctx, args.links);
     // Accept loops by the listener address the plan names (port 0 stays 0
     // here, so a reload that keeps the same config keeps the same socket).
     let mut accepts: HashMap<SocketAddr, glommio::task::JoinHandle<()>> = HashMap::new();

@@ -40,6 +40,22 @@ pub struct ShardStats {
     pub sessions_total: AtomicU64,
     /// Ack writes (each may carry many acks).
     pub ack_writes: AtomicU64,
+    /// Records written to the dead-letter file (then acked 0).
+    pub dead_letters: AtomicU64,
+    /// Records whose dead letter could not be written (answered 11).
+    pub dead_letter_failures: AtomicU64,
+    /// Records refused for good without a dead-letter file (answered 4).
+    pub abandoned: AtomicU64,
+    /// record-ordering: records older (by LUT) than their key's delivered
+    /// version, acked 0 without being sent.
+    pub stale: AtomicU64,
+    /// record-ordering: records replaced by a newer version of their key
+    /// while waiting, acked with that version's result.
+    pub superseded: AtomicU64,
+    /// record-ordering: records handed to their key's owner shard.
+    pub handed_off: AtomicU64,
+    /// record-ordering: keys this shard remembers now (gauge).
+    pub ordering_keys: AtomicU64,
     destinations: Mutex<Vec<Arc<DestinationStats>>>,
 }
 
@@ -108,6 +124,8 @@ pub struct DestinationStats {
     /// Records this destination accepted / failed for good (after retries).
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
+    /// Records refused for good (a status in the drop list).
+    pub rejected: AtomicU64,
     pub bytes_out: AtomicU64,
     pub endpoints: Vec<EndpointStats>,
 }

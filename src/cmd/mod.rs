@@ -3,4 +3,5 @@
 pub mod check_config;
 pub mod decode;
 pub mod demo;
+pub mod dlq;
 pub mod run;

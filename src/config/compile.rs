@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 use sluice_shards::plan::{
-    BatchPlan, DestinationId, DestinationPlan, EndpointPlan, HealthCheckPlan, HttpVersion,
-    ListenerPlan, NamespaceTable, Plan, PortTable, RetryPlan, Route, RouteAction, RouteId,
-    RouteTable, ServicePlan, StatusSet,
+    BatchPlan, DeadLetterPlan, DestinationId, DestinationPlan, EndpointPlan, Fsync,
+    HealthCheckPlan, HttpVersion, ListenerPlan, NamespaceTable, OrderingPlan, Plan, PortTable,
+    RetryPlan, Route, RouteAction, RouteId, RouteTable, ServicePlan, StatusSet,
 };
 
 use super::format::{self, BinSpec, FormatSpec};
@@ -53,7 +53,7 @@ struct Level {
     format: Option<FormatSpec>,
     bins: Option<BinSpec>,
     batching: Option<Option<BatchPlan>>,
-    ordering: Option<Option<Duration>>,
+    ordering: Option<Option<OrderingPlan>>,
 }
 
 impl Level {
@@ -92,6 +92,7 @@ pub fn compile(ctx: &mut Ctx, root: &Value, base: &Path) -> Option<Compiled> {
             "batching",
             "record-ordering",
             "logging",
+            "dead-letter",
         ],
         &[(
             "message-transformer",
@@ -121,6 +122,10 @@ pub fn compile(ctx: &mut Ctx, root: &Value, base: &Path) -> Option<Compiled> {
     let logging = match top.get("logging") {
         Some((p, v)) => logging(ctx, &p, v),
         None => Some(LoggingConfig::default()),
+    };
+    let dead_letter = match top.get("dead-letter") {
+        Some((p, v)) => dead_letter(ctx, &p, v, base),
+        None => None,
     };
 
     let default = level(ctx, &top, &names, base);
@@ -201,6 +206,7 @@ pub fn compile(ctx: &mut Ctx, root: &Value, base: &Path) -> Option<Compiled> {
         formats,
         routes,
         table,
+        dead_letter,
     };
     Some(Compiled {
         plan,
@@ -463,13 +469,55 @@ fn batching(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Option<BatchPlan>> {
     }))
 }
 
-fn ordering(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Option<Duration>> {
-    let obj = ctx.obj(path, v, &["enabled", "lut-cache-ttl-seconds"], &[])?;
+fn ordering(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Option<OrderingPlan>> {
+    let obj = ctx.obj(
+        path,
+        v,
+        &["enabled", "lut-cache-ttl-seconds", "lut-cache-max-keys"],
+        &[],
+    )?;
     let enabled = obj.bool(ctx, "enabled").unwrap_or(true);
     let ttl = obj
         .u64(ctx, "lut-cache-ttl-seconds", "seconds")
         .unwrap_or(30);
-    Some(enabled.then(|| Duration::from_secs(ttl)))
+    let max_keys = obj.count(ctx, "lut-cache-max-keys", "keys", 100_000);
+    Some(enabled.then(|| OrderingPlan {
+        ttl: Duration::from_secs(ttl),
+        max_keys,
+    }))
+}
+
+/// Extension: `dead-letter`, where records refused for good are written.
+fn dead_letter(ctx: &mut Ctx, path: &str, v: &Value, base: &Path) -> Option<DeadLetterPlan> {
+    let obj = ctx.obj(path, v, &["file", "fsync"], &[])?;
+    let Some(name) = obj.str(ctx, "file") else {
+        ctx.err(
+            &join(path, "file"),
+            "required: the file dead letters are appended to",
+        );
+        return None;
+    };
+    let file = resolve(base, name);
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+        ctx.err(
+            &join(path, "file"),
+            format!("the directory {} does not exist", dir.display()),
+        );
+    }
+    let fsync = match obj.str(ctx, "fsync").unwrap_or("always") {
+        "always" => Fsync::Always,
+        "batch" => Fsync::Batch,
+        "never" => Fsync::Never,
+        other => {
+            ctx.err(
+                &join(path, "fsync"),
+                format!("`{other}` is not a policy (expected one of: always, batch, never)"),
+            );
+            return None;
+        }
+    };
+    Some(DeadLetterPlan { file, fsync })
 }
 
 fn ports(ctx: &mut Ctx, path: &str, v: &Value) -> Vec<u16> {
@@ -1082,6 +1130,7 @@ fn default_retry() -> RetryPlan {
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(1000),
         retry_statuses: StatusSet(vec![(408, 408), (429, 429), (500, 599)]),
+        drop_statuses: StatusSet(vec![(400, 499)]),
     }
 }
 
@@ -1095,6 +1144,7 @@ fn retry(ctx: &mut Ctx, path: &str, v: &Value) -> Option<RetryPlan> {
             "initial-backoff",
             "max-backoff",
             "retry-status-codes",
+            "drop-status-codes",
         ],
         &[],
     )?;
@@ -1112,11 +1162,16 @@ fn retry(ctx: &mut Ctx, path: &str, v: &Value) -> Option<RetryPlan> {
         Some((p, v)) => status_set(ctx, &p, v)?,
         None => d.retry_statuses,
     };
+    let drop_statuses = match obj.get("drop-status-codes") {
+        Some((p, v)) => status_set(ctx, &p, v)?,
+        None => d.drop_statuses,
+    };
     Some(RetryPlan {
         max_attempts,
         initial_backoff: duration_ms(ctx, &obj, "initial-backoff", 50),
         max_backoff: duration_ms(ctx, &obj, "max-backoff", 1000),
         retry_statuses,
+        drop_statuses,
     })
 }
 

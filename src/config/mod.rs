@@ -168,6 +168,14 @@ impl Compiled {
             "max-concurrent-records: {}, ack buffering: {}, max-message-bytes: {}",
             p.service.max_concurrent_records, p.service.ack_buffering, p.service.max_message_bytes
         );
+        if let Some(d) = &p.dead_letter {
+            let fsync = match d.fsync {
+                sluice_shards::plan::Fsync::Always => "always",
+                sluice_shards::plan::Fsync::Batch => "batch",
+                sluice_shards::plan::Fsync::Never => "never",
+            };
+            let _ = writeln!(s, "dead letters: {} (fsync {fsync})", d.file.display());
+        }
         let _ = writeln!(s, "destinations:");
         for (i, d) in p.destinations.iter().enumerate() {
             let version = match d.version {
@@ -207,12 +215,13 @@ impl Compiled {
             let r = &d.retry;
             let _ = writeln!(
                 s,
-                "      success {}; retry {} attempts, backoff {}-{}ms on {}; queue {}; connection-ttl {}",
+                "      success {}; retry {} attempts, backoff {}-{}ms on {}; drop {}; queue {}; connection-ttl {}",
                 ranges(&d.success),
                 r.max_attempts,
                 r.initial_backoff.as_millis(),
                 r.max_backoff.as_millis(),
                 ranges(&r.retry_statuses),
+                ranges(&r.drop_statuses),
                 d.max_requests_queued_per_endpoint,
                 d.connection_ttl
                     .map_or_else(|| "forever".to_owned(), |t| format!("{}ms", t.as_millis())),
@@ -263,7 +272,13 @@ impl Compiled {
                 .unwrap_or_default();
             let ordering = r
                 .ordering
-                .map(|t| format!(", record-ordering ttl {}s", t.as_secs()))
+                .map(|o| {
+                    format!(
+                        ", record-ordering ttl {}s, at most {} keys",
+                        o.ttl.as_secs(),
+                        o.max_keys
+                    )
+                })
                 .unwrap_or_default();
             let origins = self
                 .route_origins

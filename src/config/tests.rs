@@ -140,3 +140,80 @@ fn deep_errors_carry_their_line() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn retry_lists_ordering_and_dead_letters_compile() {
+    use sluice_shards::plan::{Fsync, StatusClass};
+    let c = load_str(TEXT, Path::new(".")).unwrap();
+    let r = &c.plan.destinations[0].retry;
+    // Defaults: retry 408, 429, 5xx; drop the other 4xx; anything else 11.
+    assert_eq!(r.classify(503), StatusClass::Retry);
+    assert_eq!(r.classify(429), StatusClass::Retry);
+    assert_eq!(r.classify(408), StatusClass::Retry);
+    assert_eq!(r.classify(400), StatusClass::Drop);
+    assert_eq!(r.classify(404), StatusClass::Drop);
+    assert_eq!(r.classify(302), StatusClass::Other);
+    assert_eq!(c.plan.dead_letter, None);
+    assert!(c.plan.routes.iter().all(|r| r.ordering.is_none()));
+
+    let text = format!(
+        "{TEXT}dead-letter:\n  file: dead.jsonl\n  fsync: batch\n\
+record-ordering:\n  lut-cache-ttl-seconds: 5\n  lut-cache-max-keys: 10\n"
+    )
+    .replace(
+        "    urls: [http://127.0.0.1:1/a]\n",
+        "    urls: [http://127.0.0.1:1/a]\n    retry:\n      retry-status-codes: [409]\n      drop-status-codes: [\"5xx\"]\n",
+    );
+    let c = load_str(&text, Path::new("/tmp")).unwrap();
+    let r = &c.plan.destinations[0].retry;
+    assert_eq!(r.classify(409), StatusClass::Retry);
+    assert_eq!(r.classify(503), StatusClass::Drop);
+    assert_eq!(r.classify(400), StatusClass::Other);
+    assert!(
+        c.describe()
+            .contains("dead letters: /tmp/dead.jsonl (fsync batch)"),
+        "{}",
+        c.describe()
+    );
+    assert!(
+        c.describe()
+            .contains("record-ordering ttl 5s, at most 10 keys"),
+        "{}",
+        c.describe()
+    );
+    let dl = c.plan.dead_letter.unwrap();
+    assert_eq!(dl.file, Path::new("/tmp/dead.jsonl"));
+    assert_eq!(dl.fsync, Fsync::Batch);
+    let o = c.plan.routes[c.plan.table.default].ordering.unwrap();
+    assert_eq!(o.ttl.as_secs(), 5);
+    assert_eq!(o.max_keys, 10);
+}
+
+#[test]
+fn bad_dead_letter_and_ordering_settings_are_named() {
+    let text = format!(
+        "{TEXT}dead-letter:\n  file: /nonexistent-dir/dead.jsonl\n  fsync: sometimes\n\
+record-ordering:\n  lut-cache-max-keys: 0\n"
+    );
+    let errors = load_str(&text, Path::new(".")).unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"dead-letter.fsync"), "{errors:?}");
+    assert!(
+        keys.contains(&"record-ordering.lut-cache-max-keys"),
+        "{errors:?}"
+    );
+    let text = format!("{TEXT}dead-letter:\n  file: /nonexistent-dir/dead.jsonl\n");
+    let errors = load_str(&text, Path::new(".")).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.key == "dead-letter.file" && e.message.contains("/nonexistent-dir")),
+        "{errors:?}"
+    );
+    let text = format!("{TEXT}dead-letter:\n  fsync: always\n");
+    let errors = load_str(&text, Path::new(".")).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.key == "dead-letter.file"),
+        "{errors:?}"
+    );
+}

@@ -104,6 +104,8 @@ pub struct DestinationSnapshot {
     /// Records accepted / failed for good (after retries).
     pub delivered: u64,
     pub failed: u64,
+    /// Records refused for good (a status in the drop list).
+    pub rejected: u64,
     pub endpoints: Vec<EndpointSnapshot>,
     pub latency: LatencySnapshot,
 }
@@ -129,6 +131,18 @@ pub struct Snapshot {
     pub frames_rejected: u64,
     /// Ack writes (each may carry several acks).
     pub ack_writes: u64,
+    /// Records written to the dead-letter file / whose write failed /
+    /// refused for good without a dead-letter file.
+    pub dead_letters: u64,
+    pub dead_letter_failures: u64,
+    pub abandoned: u64,
+    /// record-ordering: stale records acked unsent, versions replaced by a
+    /// newer one, records handed to their key's owner shard.
+    pub stale: u64,
+    pub superseded: u64,
+    pub handed_off: u64,
+    /// record-ordering: keys remembered now, over all shards.
+    pub ordering_keys: i64,
     pub destinations: Vec<DestinationSnapshot>,
     /// XDR receive → ack.
     pub ack_latency: LatencySnapshot,
@@ -163,6 +177,13 @@ impl Snapshot {
             s.sessions_total += load(&shard.sessions_total);
             s.frames_rejected += load(&shard.frames_rejected);
             s.ack_writes += load(&shard.ack_writes);
+            s.dead_letters += load(&shard.dead_letters);
+            s.dead_letter_failures += load(&shard.dead_letter_failures);
+            s.abandoned += load(&shard.abandoned);
+            s.stale += load(&shard.stale);
+            s.superseded += load(&shard.superseded);
+            s.handed_off += load(&shard.handed_off);
+            s.ordering_keys += gauge(&shard.ordering_keys);
             for d in shard.destinations() {
                 let i = match s.destinations.iter().position(|x| x.name == d.name) {
                     Some(i) => i,
@@ -192,6 +213,7 @@ impl Snapshot {
                 m.timeouts += load(&d.timeouts);
                 m.delivered += load(&d.delivered);
                 m.failed += load(&d.failed);
+                m.rejected += load(&d.rejected);
                 // An endpoint is healthy when any shard can use it.
                 for (e, seen) in d.endpoints.iter().zip(m.endpoints.iter_mut()) {
                     seen.healthy |= load(&e.healthy) != 0;
@@ -350,6 +372,46 @@ impl Collector for SnapshotCollector {
             "Socket writes carrying acks",
             s.ack_writes,
         )?;
+        for (name, help, v) in [
+            (
+                "sluice_dead_letters",
+                "Records refused for good and written to the dead-letter file (acked 0)",
+                s.dead_letters,
+            ),
+            (
+                "sluice_dead_letter_failures",
+                "Records whose dead letter could not be written (answered 11)",
+                s.dead_letter_failures,
+            ),
+            (
+                "sluice_records_abandoned",
+                "Records refused for good without a dead-letter file (answered 4)",
+                s.abandoned,
+            ),
+            (
+                "sluice_records_stale",
+                "record-ordering: records older than their key's delivered version, acked 0 unsent",
+                s.stale,
+            ),
+            (
+                "sluice_records_superseded",
+                "record-ordering: waiting records replaced by a newer version of their key",
+                s.superseded,
+            ),
+            (
+                "sluice_records_handed_off",
+                "record-ordering: records handed to their key's owner shard",
+                s.handed_off,
+            ),
+        ] {
+            counter(&mut e, name, help, v)?;
+        }
+        gauge(
+            &mut e,
+            "sluice_ordering_keys",
+            "record-ordering: keys whose order is remembered now (bounded by lut-cache-max-keys)",
+            s.ordering_keys,
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "sluice_destination_responses",
@@ -388,8 +450,13 @@ impl Collector for SnapshotCollector {
             ),
             (
                 "sluice_destination_failed",
-                "Records that failed for good (after retries)",
+                "Records not accepted after retries (answered 11)",
                 |d| d.failed,
+            ),
+            (
+                "sluice_destination_rejected",
+                "Records refused for good: a status in the drop list",
+                |d| d.rejected,
             ),
         ] {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;

@@ -43,6 +43,11 @@ impl Sluice {
     /// Writes `config` and starts the binary; returns once it prints its
     /// listening line (at most 20 s).
     pub fn start(name: &str, config: &str) -> Sluice {
+        Sluice::start_shards(name, config, 1)
+    }
+
+    /// As [`Sluice::start`], on `shards` shards.
+    pub fn start_shards(name: &str, config: &str, shards: usize) -> Sluice {
         let dir = temp_dir(name);
         let file = dir.join("sluice.yml");
         std::fs::write(&file, config).unwrap();
@@ -50,7 +55,7 @@ impl Sluice {
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", "--config"])
             .arg(&file)
-            .args(["--shards", "1"])
+            .args(["--shards", &shards.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -75,6 +80,17 @@ impl Sluice {
     /// The process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The manage API's address (the config must give `service.manage`).
+    pub fn manage(&mut self) -> SocketAddr {
+        let line = self.wait_for("manage API on ");
+        line.split("manage API on ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ',']).next())
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     /// The first stderr line containing `what` (waits at most 20 s).
@@ -216,6 +232,26 @@ pub fn record(set: &str, gen: u32) -> Vec<u8> {
     );
     m.generation = gen;
     m.to_vec().unwrap()
+}
+
+/// A sample of the manage API's `/metrics` (the first series of `name`,
+/// labels or not); 0 when absent.
+pub fn metric(manage: SocketAddr, name: &str) -> i64 {
+    let mut conn = TcpStream::connect(manage).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as i64)
 }
 
 #[path = "../../shards/tests/common/xdr_client.rs"]

@@ -180,6 +180,7 @@ pub fn destination(name: &str, version: HttpVersion, urls: &[String]) -> Destina
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(100),
             retry_statuses: StatusSet(vec![(429, 429), (500, 599)]),
+            drop_statuses: StatusSet(vec![(400, 499)]),
         },
     }
 }
@@ -245,6 +246,7 @@ pub fn plan_with_routes(
             })
             .collect(),
         table: RouteTable::default(),
+        dead_letter: None,
     }
 }
 
