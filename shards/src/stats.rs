@@ -105,6 +105,9 @@ pub struct DestinationStats {
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub retries: AtomicU64,
+    /// Attempts not queued: every endpoint had `max-request-queued-per-endpoint`
+    /// requests waiting.
+    pub queue_full: AtomicU64,
     /// Records this destination accepted / failed for good (after retries).
     pub delivered: AtomicU64,
     pub failed: AtomicU64,

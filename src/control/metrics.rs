@@ -101,6 +101,8 @@ pub struct DestinationSnapshot {
     pub failures: u64,
     pub retries: u64,
     pub timeouts: u64,
+    /// Attempts not queued: every endpoint's queue was full.
+    pub queue_full: u64,
     /// Records accepted / failed for good (after retries).
     pub delivered: u64,
     pub failed: u64,
@@ -190,6 +192,7 @@ impl Snapshot {
                 m.failures += load(&d.errors);
                 m.retries += load(&d.retries);
                 m.timeouts += load(&d.timeouts);
+                m.queue_full += load(&d.queue_full);
                 m.delivered += load(&d.delivered);
                 m.failed += load(&d.failed);
                 // An endpoint is healthy when any shard can use it.
@@ -380,6 +383,11 @@ impl Collector for SnapshotCollector {
                 "sluice_destination_timeouts",
                 "Requests past call-timeout",
                 |d| d.timeouts,
+            ),
+            (
+                "sluice_destination_queue_full",
+                "Attempts not queued: every endpoint had max-request-queued-per-endpoint waiting",
+                |d| d.queue_full,
             ),
             (
                 "sluice_destination_delivered",
