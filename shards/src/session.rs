@@ -226,7 +226,10 @@ impl Session {
                 &mut self.out
             }
             None => {
-                fresh.reserve(frame.len() * 2);
+                // Held until the record is acked (up to max-concurrent-records
+                // of them): sized so that JSON of a typical record (about 2×
+                // its frame) fits without a doubling reallocation.
+                fresh.reserve(frame.len() * 5 / 2);
                 &mut fresh
             }
         };
