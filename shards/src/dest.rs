@@ -32,7 +32,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion};
 use crate::rt;
-use crate::stats::{DestinationStats, ShardStats};
+use crate::stats::{DestinationStats, LocalCounter, ShardStats};
 
 const DOWN_MIN: Duration = Duration::from_millis(100);
 const DOWN_MAX: Duration = Duration::from_secs(5);
@@ -368,14 +368,19 @@ impl Pool {
     /// (a free slot, or fewer than `max-request-queued-per-endpoint`
     /// requests waiting for one).
     fn pick(&self) -> Result<usize, AttemptError> {
-        let now = Instant::now();
+        // The clock is read only when some endpoint is marked down.
+        let now = std::cell::OnceCell::new();
         let max_queued = self.plan.max_requests_queued_per_endpoint;
         let mut up = 0;
         let best = self
             .endpoints
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.down_until.get().is_none_or(|t| t <= now))
+            .filter(|(_, e)| {
+                e.down_until
+                    .get()
+                    .is_none_or(|t| t <= *now.get_or_init(Instant::now))
+            })
             .inspect(|_| up += 1)
             .filter(|(_, e)| e.slots.available() > 0 || e.queued.get() < max_queued)
             .min_by_key(|(_, e)| e.in_flight.get());
@@ -435,14 +440,14 @@ impl Pool {
         let ep_stats = self.stats.endpoints.get(i);
         ep.in_flight.set(ep.in_flight.get() + 1);
         if let Some(s) = ep_stats {
-            s.in_flight.fetch_add(1, Relaxed);
+            s.in_flight.local_add(1);
         }
+        let req = self.request(ep, body, gzip, content_type);
+        let sent = Instant::now();
         let timeout = self
             .plan
             .call_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
-        let req = self.request(ep, body, gzip, content_type);
-        let sent = Instant::now();
+            .min(deadline.saturating_duration_since(sent));
         // The send future is built inside the `or` (not bound first), so the
         // record's task holds it once.
         let result = futures_lite::future::or(
@@ -456,7 +461,7 @@ impl Pool {
         crate::stats::record_since(&mut self.latency.borrow_mut(), sent);
         ep.in_flight.set(ep.in_flight.get() - 1);
         if let Some(s) = ep_stats {
-            s.in_flight.fetch_sub(1, Relaxed);
+            s.in_flight.local_sub(1);
         }
         let (status, retry_after) = match result {
             None => {

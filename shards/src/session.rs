@@ -22,6 +22,7 @@ use crate::ackq::{AckQueue, SharedAcks};
 use crate::batch::{Batcher, Member};
 use crate::plan::{RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
+use crate::stats::LocalCounter;
 
 /// Initial read buffer; it grows only for a frame larger than it.
 const READ_BUF: usize = 64 * 1024;
@@ -118,7 +119,7 @@ impl Session {
                     return;
                 }
             };
-            self.ctx.stats.bytes_in.fetch_add(n as u64, Relaxed);
+            self.ctx.stats.bytes_in.local_add(n as u64);
             end += n;
         }
     }
@@ -332,12 +333,12 @@ async fn write_acks<W: AsyncWrite + Unpin>(mut writer: W, acks: SharedAcks, ctx:
                 drain_forever(&acks).await;
                 return;
             }
-            stats.ack_writes.fetch_add(1, Relaxed);
+            stats.ack_writes.local_add(1);
         }
         if let Err(e) = writer.flush().await {
             tracing::debug!(shard = ctx.index, error = %e, "ack flush failed");
         }
-        stats.bytes_out.fetch_add(out.len() as u64, Relaxed);
+        stats.bytes_out.local_add(out.len() as u64);
     }
 }
 

@@ -18,7 +18,7 @@ use glommio::sync::Semaphore;
 use crate::batch::Batcher;
 use crate::dest::Pool;
 use crate::plan::{Plan, RouteAction};
-use crate::stats::{ShardHistograms, ShardStats};
+use crate::stats::{LocalCounter, ShardHistograms, ShardStats};
 use crate::{Control, StartError};
 
 /// How often a shard looks at its control channel (crossbeam blocks; the
@@ -172,7 +172,7 @@ pub struct ShardCtx {
 impl ShardCtx {
     /// Counts one decided record: in flight no more, its latency recorded.
     pub fn record_done(&self, received: Instant) {
-        self.stats.in_flight.fetch_sub(1, Relaxed);
+        self.stats.in_flight.local_sub(1);
         crate::stats::record_since(&mut self.ack_latency.borrow_mut(), received);
     }
 
