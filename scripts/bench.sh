@@ -40,7 +40,7 @@ print(ru.ru_utime + ru.ru_stime)
 sys.exit(os.waitstatus_to_exitcode(status))
 EOF
 }
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v))' "$@"; }
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print("%.3g" % statistics.median(v))' "$@"; }
 spread() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print("%.3g–%.3g" % (min(v), max(v)))' "$@"; }
 jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [d := d[k] for k in sys.argv[2].split(".")]; print(d)' "$1" "$2"; }
 wait_line() { # file pattern
@@ -215,6 +215,7 @@ wait "$GENPID" || true
 stop_connector
 kill "$STALLPID" 2>/dev/null || true
 rss_first=${rss[2]}; rss_last=${rss[-1]}
+rss_growth=$(python3 -c "print('%+.1f' % (($rss_last - $rss_first) * 100 / $rss_first))")
 rss_peak=$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)
 
 # --- the table ---------------------------------------------------------------------------
@@ -248,7 +249,7 @@ twom=${two:+$(median "${two[@]}")}
   printf '%s' "$lat_rows"
   echo
   echo "Memory with the destination stalled (sink --stall-after 0, max-concurrent-records 32768, gen 50k/s for 20 s):"
-  echo "RSS before load ${rss_before} KiB; at 3 s ${rss_first} KiB; at 20 s ${rss_last} KiB; peak ${rss_peak} KiB."
+  echo "RSS before load ${rss_before} KiB; at 3 s ${rss_first} KiB; at 20 s ${rss_last} KiB (${rss_growth} %); peak ${rss_peak} KiB."
   echo "<!-- bench.sh:end -->"
 } >"$W/table.md"
 cat "$W/table.md"

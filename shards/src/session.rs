@@ -24,6 +24,7 @@ use crate::dlq::{self, Dead, Verdict};
 use crate::order::{Key, Outbound};
 use crate::plan::{OrderingPlan, RouteAction, RouteId};
 use crate::shard::{ShardCtx, ShardPlan};
+use crate::stats::LocalCounter;
 
 /// Initial read buffer; it grows only for a frame larger than it.
 const READ_BUF: usize = 64 * 1024;
@@ -120,7 +121,7 @@ impl Session {
                     return;
                 }
             };
-            self.ctx.stats.bytes_in.fetch_add(n as u64, Relaxed);
+            self.ctx.stats.bytes_in.local_add(n as u64);
             end += n;
         }
     }
@@ -255,7 +256,10 @@ impl Session {
                 &mut self.out
             }
             None => {
-                fresh.reserve(frame.len() * 2);
+                // Held until the record is acked (up to max-concurrent-records
+                // of them): sized so that JSON of a typical record (about 2×
+                // its frame) fits without a doubling reallocation.
+                fresh.reserve(frame.len() * 5 / 2);
                 &mut fresh
             }
         };
@@ -382,12 +386,12 @@ async fn write_acks<W: AsyncWrite + Unpin>(mut writer: W, acks: SharedAcks, ctx:
                 drain_forever(&acks).await;
                 return;
             }
-            stats.ack_writes.fetch_add(1, Relaxed);
+            stats.ack_writes.local_add(1);
         }
         if let Err(e) = writer.flush().await {
             tracing::debug!(shard = ctx.index, error = %e, "ack flush failed");
         }
-        stats.bytes_out.fetch_add(out.len() as u64, Relaxed);
+        stats.bytes_out.local_add(out.len() as u64);
     }
 }
 

@@ -18,7 +18,7 @@ use glommio::sync::Semaphore;
 use crate::batch::Batcher;
 use crate::dest::Pool;
 use crate::plan::{Plan, RouteAction};
-use crate::stats::{ShardHistograms, ShardStats};
+use crate::stats::{LocalCounter, ShardHistograms, ShardStats};
 use crate::{Control, StartError};
 
 /// How often a shard looks at its control channel (crossbeam blocks; the
@@ -26,16 +26,33 @@ use crate::{Control, StartError};
 const CONTROL_POLL: Duration = Duration::from_millis(20);
 
 /// A one-way latch: tasks wait until it is set.
+///
+/// Each waiting future holds one slot, re-registered in place when polled
+/// again and freed when the future is dropped: every record's delivery
+/// races this latch, so a waker pushed per poll would grow without bound
+/// (and, since a glommio waker keeps its task's allocation alive, keep every
+/// finished record's task in memory until shutdown).
 #[derive(Debug, Default)]
 pub struct Latch {
     set: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<Waiters>,
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Latch {
     pub fn set(&self) {
         self.set.set(true);
-        for w in self.waiters.borrow_mut().drain(..) {
+        let wakers: Vec<Waker> = {
+            let mut w = self.waiters.borrow_mut();
+            w.free.clear();
+            w.slots.drain(..).flatten().collect()
+        };
+        for w in wakers {
             w.wake();
         }
     }
@@ -44,16 +61,65 @@ impl Latch {
         self.set.get()
     }
 
-    pub async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.set.get() {
-                Poll::Ready(())
-            } else {
-                self.waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
+    /// Resolves once the latch is set.
+    pub fn wait(&self) -> LatchWait<'_> {
+        LatchWait {
+            latch: self,
+            slot: None,
+        }
+    }
+
+    /// Futures registered and waiting now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.borrow().slots.iter().flatten().count()
+    }
+}
+
+/// The future of [`Latch::wait`].
+#[derive(Debug)]
+pub struct LatchWait<'a> {
+    latch: &'a Latch,
+    slot: Option<usize>,
+}
+
+impl std::future::Future for LatchWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.latch.set.get() {
+            return Poll::Ready(());
+        }
+        let latch = self.latch;
+        let mut w = latch.waiters.borrow_mut();
+        if let Some(Some(old)) = self.slot.and_then(|i| w.slots.get_mut(i)) {
+            if !old.will_wake(cx.waker()) {
+                *old = cx.waker().clone();
             }
-        })
-        .await
+            return Poll::Pending;
+        }
+        let i = match w.free.pop() {
+            Some(i) if i < w.slots.len() => i,
+            _ => {
+                w.slots.push(None);
+                w.slots.len() - 1
+            }
+        };
+        w.slots[i] = Some(cx.waker().clone());
+        self.slot = Some(i);
+        Poll::Pending
+    }
+}
+
+impl Drop for LatchWait<'_> {
+    fn drop(&mut self) {
+        let Some(i) = self.slot else { return };
+        if let Ok(mut w) = self.latch.waiters.try_borrow_mut() {
+            if let Some(slot) = w.slots.get_mut(i) {
+                if slot.take().is_some() {
+                    w.free.push(i);
+                }
+            }
+        }
     }
 }
 
@@ -109,7 +175,7 @@ pub struct ShardCtx {
 impl ShardCtx {
     /// Counts one decided record: in flight no more, its latency recorded.
     pub fn record_done(&self, received: Instant) {
-        self.stats.in_flight.fetch_sub(1, Relaxed);
+        self.stats.in_flight.local_sub(1);
         crate::stats::record_since(&mut self.ack_latency.borrow_mut(), received);
     }
 
@@ -320,6 +386,9 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok();
+        if let Some(bytes) = ctx.plan().plan.service.socket_receive_buffer_bytes {
+            set_receive_buffer(&stream, bytes, ctx.index, peer);
+        }
         let ctx = ctx.clone();
         let acceptor = acceptor.clone();
         glommio::spawn_local(async move {
@@ -335,5 +404,71 @@ async fn accept_loop(
             }
         })
         .detach();
+    }
+}
+
+/// `socket-receive-buffer-bytes`: SO_RCVBUF of an accepted XDR connection
+/// (Linux doubles the value for its bookkeeping and caps it at
+/// `net.core.rmem_max`). glommio has no setter; socket2's `SockRef` works on
+/// any `AsRawFd` without `unsafe`. A failure is logged: the session still runs.
+fn set_receive_buffer(
+    stream: &glommio::net::TcpStream,
+    bytes: usize,
+    shard: usize,
+    peer: Option<SocketAddr>,
+) {
+    if let Err(e) = socket2::SockRef::from(stream).set_recv_buffer_size(bytes) {
+        tracing::warn!(shard, ?peer, bytes, error = %e,
+            "cannot set socket-receive-buffer-bytes on an XDR connection");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Wake};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_latch_holds_one_waker_per_waiting_future_and_frees_it_on_drop() {
+        let latch = Latch::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut a = latch.wait();
+        let mut b = latch.wait();
+        for _ in 0..1000 {
+            assert!(Pin::new(&mut a).poll(&mut cx).is_pending());
+        }
+        assert!(Pin::new(&mut b).poll(&mut cx).is_pending());
+        assert_eq!(latch.waiting(), 2, "re-polling re-uses the slot");
+        drop(b);
+        assert_eq!(latch.waiting(), 1, "a dropped waiter leaves");
+        let mut c = latch.wait();
+        assert!(Pin::new(&mut c).poll(&mut cx).is_pending());
+        assert_eq!(
+            latch.waiters.borrow().slots.len(),
+            2,
+            "the freed slot is re-used"
+        );
+        latch.set();
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            2,
+            "both waiters woken once"
+        );
+        assert!(Pin::new(&mut a).poll(&mut cx).is_ready());
+        assert!(Pin::new(&mut c).poll(&mut cx).is_ready());
+        assert!(Pin::new(&mut latch.wait()).poll(&mut cx).is_ready());
+        assert_eq!(latch.waiting(), 0);
     }
 }

@@ -7,6 +7,27 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+/// Counter updates by the one thread that writes a counter (its shard): a
+/// relaxed load and store instead of a locked read-modify-write on the hot
+/// path. Readers on other threads see the old or the new value, never a
+/// torn one.
+pub trait LocalCounter {
+    fn local_add(&self, n: u64);
+    fn local_sub(&self, n: u64);
+}
+
+impl LocalCounter for AtomicU64 {
+    #[inline]
+    fn local_add(&self, n: u64) {
+        self.store(self.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    fn local_sub(&self, n: u64) {
+        self.store(self.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+}
+
 /// Counters of one shard.
 #[derive(Debug, Default)]
 pub struct ShardStats {
@@ -107,7 +128,7 @@ impl ShardStats {
             4 => &self.acked_parameter,
             _ => &self.acked_retry,
         }
-        .fetch_add(1, Relaxed);
+        .local_add(1);
     }
 }
 
@@ -121,6 +142,9 @@ pub struct DestinationStats {
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub retries: AtomicU64,
+    /// Attempts not queued: every endpoint had `max-request-queued-per-endpoint`
+    /// requests waiting.
+    pub queue_full: AtomicU64,
     /// Records this destination accepted / failed for good (after retries).
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
@@ -134,7 +158,7 @@ impl DestinationStats {
     pub fn count_status(&self, status: u16) {
         let class = usize::from(status / 100);
         let i = if (1..=5).contains(&class) { class } else { 0 };
-        self.responses[i].fetch_add(1, Relaxed);
+        self.responses[i].local_add(1);
     }
 }
 

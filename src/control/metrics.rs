@@ -101,6 +101,8 @@ pub struct DestinationSnapshot {
     pub failures: u64,
     pub retries: u64,
     pub timeouts: u64,
+    /// Attempts not queued: every endpoint's queue was full.
+    pub queue_full: u64,
     /// Records accepted / failed for good (after retries).
     pub delivered: u64,
     pub failed: u64,
@@ -211,6 +213,7 @@ impl Snapshot {
                 m.failures += load(&d.errors);
                 m.retries += load(&d.retries);
                 m.timeouts += load(&d.timeouts);
+                m.queue_full += load(&d.queue_full);
                 m.delivered += load(&d.delivered);
                 m.failed += load(&d.failed);
                 m.rejected += load(&d.rejected);
@@ -442,6 +445,11 @@ impl Collector for SnapshotCollector {
                 "sluice_destination_timeouts",
                 "Requests past call-timeout",
                 |d| d.timeouts,
+            ),
+            (
+                "sluice_destination_queue_full",
+                "Attempts not queued: every endpoint had max-request-queued-per-endpoint waiting",
+                |d| d.queue_full,
             ),
             (
                 "sluice_destination_delivered",
