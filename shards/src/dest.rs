@@ -55,6 +55,8 @@ pub struct Pool {
     endpoints: Vec<Endpoint>,
     stats: Arc<DestinationStats>,
     rng: Cell<u64>,
+    /// Where the next endpoint choice starts: ties in flight go round robin.
+    turn: Cell<usize>,
     /// Request sent → answered or failed, microseconds.
     latency: RefCell<hdrhistogram::Histogram<u64>>,
 }
@@ -147,6 +149,7 @@ impl Pool {
             stats,
             latency: RefCell::new(crate::stats::micros_histogram()),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (Instant::now().elapsed().as_nanos() as u64)),
+            turn: Cell::new(0),
         }
     }
 
@@ -337,15 +340,19 @@ impl Pool {
         }
     }
 
-    /// Least in flight among endpoints not marked down.
+    /// Least in flight among endpoints not marked down; ties go round robin.
+    /// Without the rotation a lone record's every attempt went to the first
+    /// endpoint (0 in flight everywhere after each timeout), so a stalled
+    /// first endpoint failed it forever while a healthy second one idled.
     fn pick(&self) -> Option<usize> {
         let now = Instant::now();
-        self.endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.down_until.get().is_none_or(|t| t <= now))
-            .min_by_key(|(_, e)| e.in_flight.get())
-            .map(|(i, _)| i)
+        let n = self.endpoints.len();
+        let start = self.turn.get();
+        self.turn.set(start.wrapping_add(1));
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| self.endpoints[i].down_until.get().is_none_or(|t| t <= now))
+            .min_by_key(|&i| self.endpoints[i].in_flight.get())
     }
 
     async fn attempt(
