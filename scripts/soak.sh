@@ -3,8 +3,10 @@
 # `sluice gen` and `sluice sink` on the other CPUs. Finds the maximum rate
 # (a short run with --rate max, unless RATE is given), then runs
 # DURATION seconds at PERCENT % of it with 1 % sink faults (503). Every
-# INTERVAL seconds it samples sluice's VmRSS and CPU, and the worst and the
-# median of gen's per-second p99 ack latency in that window, into a CSV;
+# INTERVAL seconds it samples sluice's VmRSS, CPU and records in flight
+# (/metrics), and the worst and the median of gen's per-second p99 ack
+# latency in that window (seconds without any ack are counted apart), into
+# a CSV;
 # at the end it prints the table, the growth (last sample vs the first
 # after WARMUP seconds; target < 5 %), gen's and the sink's summaries, and
 # draws an SVG plot (RSS and p99 over time).
@@ -44,14 +46,15 @@ start_sink() {
   wait_line "$W/$name.log" "listening on"
 }
 
-# start_connector NAME: sets XDR, CPID
+# start_connector NAME: sets XDR, MANAGE, CPID
 start_connector() {
   local name=$1
-  XDR=$(free_port)
+  XDR=$(free_port); MANAGE=$(free_port)
   cat >"$W/$name.yml" <<EOF
 service:
   port: $XDR
   address: 127.0.0.1
+  manage: { address: 127.0.0.1, port: $MANAGE }
   max-concurrent-records: 32768
 destinations:
   sink:
@@ -96,10 +99,21 @@ taskset -c "$LOADCPU" "$BIN" gen --target "127.0.0.1:$XDR" --json --rate "$RATE"
   --key-space 100000000000 >"$W/soak.gen.json" 2>"$W/soak.gen.log" &
 GEN=$!; PIDS+=("$GEN")
 echo "== soak for $DURATION s (sampling every $INTERVAL s into $W/soak.csv)"
-python3 - "$CPID" "$GEN" "$W/soak.gen.log" "$W/soak.csv" "$INTERVAL" "$(getconf CLK_TCK)" <<'PY'
-import os, re, statistics, sys, time
-pid, gen, log, csv, interval, tck = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), int(sys.argv[6])
-line = re.compile(r"acked/s\s+acked\s+(\d+).*p99\s+([\d.]+) ms")
+python3 - "$CPID" "$GEN" "$W/soak.gen.log" "$W/soak.csv" "$INTERVAL" "$TCK" "$MANAGE" <<'PY'
+import os, re, statistics, sys, time, urllib.request
+pid, gen, log, csv, interval, tck, manage = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+# gen's progress line; a second without any ack prints p99 0: it is counted
+# apart, not taken as a fast second.
+line = re.compile(r"gen:\s+([\d.]+) acked/s\s+acked\s+(\d+).*p99\s+([\d.]+) ms")
+def in_flight():
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{manage}/metrics", timeout=5).read().decode()
+    except OSError:
+        return -1
+    for l in text.splitlines():
+        if l.startswith("sluice_records_in_flight "):
+            return int(float(l.split()[1]))
+    return -1
 def rss():
     for l in open(f"/proc/{pid}/status"):
         if l.startswith("VmRSS:"):
@@ -110,7 +124,7 @@ def cpu():
 seen = 0
 start = time.time()
 with open(csv, "w") as out:
-    out.write("t_s,rss_kib,p99_ms_worst,p99_ms_median,acked,acked_per_s,sluice_cpu_s\n")
+    out.write("t_s,rss_kib,in_flight,p99_ms_worst,p99_ms_median,seconds_without_acks,acked,acked_per_s,sluice_cpu_s\n")
     last_acked, last_t = 0, start
     while True:
         time.sleep(interval)
@@ -126,10 +140,12 @@ with open(csv, "w") as out:
         seen = len(lines)
         if not new:
             continue
-        acked = int(new[-1].group(1))
-        p99s = [float(m.group(2)) for m in new]
+        acked = int(new[-1].group(2))
+        p99s = [float(m.group(3)) for m in new if float(m.group(1)) > 0]
+        idle = sum(1 for m in new if float(m.group(1)) == 0)
         now = time.time()
-        out.write("%.0f,%d,%.3f,%.3f,%d,%.0f,%.2f\n" % (now - start, rss(), max(p99s), statistics.median(p99s),
+        out.write("%.0f,%d,%d,%.3f,%.3f,%d,%d,%.0f,%.2f\n" % (now - start, rss(), in_flight(),
+                  max(p99s, default=0), statistics.median(p99s) if p99s else 0, idle,
                   acked, (acked - last_acked) / (now - last_t), cpu()))
         out.flush()
         last_acked, last_t = acked, now
@@ -145,10 +161,11 @@ rows = list(csv.DictReader(open(sys.argv[1])))
 warmup, plot = float(sys.argv[2]), sys.argv[3]
 gen, sink = json.load(open(sys.argv[4])), json.load(open(sys.argv[5]))
 rate, mx, fail = sys.argv[6], sys.argv[7], sys.argv[8]
-print("| t (s) | sluice RSS (KiB) | gen p99, worst second (ms) | gen p99, median second (ms) | acked/s | sluice CPU (s) |")
-print("|---|---|---|---|---|---|")
+print("| t (s) | sluice RSS (KiB) | in flight | gen p99, worst second (ms) | gen p99, median second (ms) | seconds without acks | acked/s | sluice CPU (s) |")
+print("|---|---|---|---|---|---|---|---|")
 for r in rows:
-    print("| %s | %s | %s | %s | %s | %s |" % (r["t_s"], r["rss_kib"], r["p99_ms_worst"], r["p99_ms_median"], r["acked_per_s"], r["sluice_cpu_s"]))
+    print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (r["t_s"], r["rss_kib"], r["in_flight"], r["p99_ms_worst"], r["p99_ms_median"],
+          r["seconds_without_acks"], r["acked_per_s"], r["sluice_cpu_s"]))
 after = [r for r in rows if float(r["t_s"]) >= warmup]
 def growth(key):
     if len(after) < 2:
