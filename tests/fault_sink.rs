@@ -57,11 +57,13 @@ struct Run {
     rss_kib: Vec<u64>,
     /// sluice's /metrics after gen finished.
     metrics: String,
+    /// Records per request at most (the route's batch size; 1 unbatched).
+    batch: u64,
     log: String,
 }
 
 /// Starts sluice with `config`, runs gen to its end, samples the RSS.
-fn run(name: &str, config: &str, seed: &str) -> Run {
+fn run(name: &str, config: &str, seed: &str, batch: u64) -> Run {
     let sluice = Sluice::start(name, config);
     let rss = RssSampler::start(sluice.pid());
     let args = gen_unique_keys(RECORDS, RATE, seed);
@@ -73,6 +75,7 @@ fn run(name: &str, config: &str, seed: &str) -> Run {
         gen,
         rss_kib,
         metrics: sluice.metrics(),
+        batch,
         log: sluice.log_text(),
     }
 }
@@ -121,10 +124,11 @@ fn check(name: &str, r: &Run, accepted: u64, unique: u64, fault: (&str, u64)) {
         "{name}: accepted {accepted} < unique {unique}"
     );
     // Every accepted record came from a frame gen sent or a retry inside
-    // sluice.
+    // sluice (a retried request carries up to `batch` records).
+    let b = r.batch;
     assert!(
-        accepted <= n(&g["sent"]) + m("retries"),
-        "{name}: accepted {accepted} > gen sent {} + sluice retries {}",
+        accepted <= n(&g["sent"]) + m("retries") * b,
+        "{name}: accepted {accepted} > gen sent {} + sluice retries {} × {b}",
         g["sent"],
         m("retries")
     );
@@ -132,7 +136,7 @@ fn check(name: &str, r: &Run, accepted: u64, unique: u64, fault: (&str, u64)) {
     // not see the answer (a timed-out attempt, a connection that failed after
     // the request left) or a frame gen sent again; an answered refusal (5xx,
     // 429) never makes one.
-    let causes = m("timeouts") + m("failures") + n(&g["resent"]["total"]);
+    let causes = (m("timeouts") + m("failures")) * b + n(&g["resent"]["total"]);
     assert!(
         duplicates <= causes,
         "{name}: {duplicates} duplicates but only {causes} timeouts, failures and resends"
@@ -155,19 +159,20 @@ fn n(v: &serde_json::Value) -> u64 {
 }
 
 /// The sink's own consistency: accepted = unique + duplicates, no body it
-/// could not decode, and every record it accepted came in a request.
-fn sink_counts(s: &serde_json::Value) -> (u64, u64) {
+/// could not decode, and every record it accepted came in a request of at
+/// most `batch` records.
+fn sink_counts(s: &serde_json::Value, batch: u64) -> (u64, u64) {
     assert_eq!(s["decode_errors"], 0, "{s}");
     let (records, unique, dup) = (n(&s["records"]), n(&s["unique_keys"]), n(&s["duplicates"]));
     assert_eq!(records, unique + dup, "{s}");
-    assert!(n(&s["requests"]) >= records, "{s}");
+    assert!(n(&s["requests"]) * batch >= records, "{s}");
     (records, unique)
 }
 
-/// One sink with `faults`, sluice over `protocol`: runs the case, checks
-/// what every case checks (`fault` names the fault and reads its count
-/// from the run and the sink's summary) and returns the run and the
-/// sink's summary.
+/// One sink with `faults`, sluice over `protocol` (in batches of `batch`
+/// records when above 1): runs the case, checks what every case checks
+/// (`fault` names the fault and reads its count from the run and the sink's
+/// summary) and returns the run and the sink's summary.
 fn one_sink_case(
     name: &str,
     protocol: &str,
@@ -175,19 +180,20 @@ fn one_sink_case(
     faults: &[&str],
     seed: &str,
     fault: (&str, fn(&Run, &serde_json::Value) -> u64),
+    batch: u64,
 ) -> (Run, serde_json::Value) {
     let dir = temp_dir(&format!("{name}-sink"));
     let mut sink = PerfSink::start(&dir, "sink", false, faults);
-    let r = run(
-        name,
-        &config(protocol, &[sink.url("/in")], dest_extra),
-        seed,
-    );
+    let mut cfg = config(protocol, &[sink.url("/in")], dest_extra);
+    if batch > 1 {
+        cfg.push_str(&format!("batching:\n  max-records: {batch}\n"));
+    }
+    let r = run(name, &cfg, seed, batch);
     // Attempts sluice gave up on may still be inside the sink's delay.
     std::thread::sleep(Duration::from_millis(500));
     let s = sink.finish();
     println!("fault case {name}: sink {s}");
-    let (accepted, unique) = sink_counts(&s);
+    let (accepted, unique) = sink_counts(&s, batch);
     check(name, &r, accepted, unique, (fault.0, fault.1(&r, &s)));
     (r, s)
 }
@@ -203,15 +209,24 @@ fn dest_metric(r: &Run, what: &str) -> u64 {
 #[test]
 fn ten_percent_5xx_are_retried_until_accepted() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let (_, s) = one_sink_case(
-        "5xx",
-        "HTTP_2",
-        "",
-        &["--fail-rate", "0.1", "--seed", "3"],
-        "11",
-        ("sink 503s", |_, s| n(&s["status"]["failed"])),
-    );
-    assert_eq!(s["status"]["5xx"], s["status"]["failed"], "{s}");
+    // One record per request, then 50 per NDJSON request: a 503 fails (and
+    // a retry resends) the whole batch, and its answer decides every
+    // member's ack.
+    for (name, batch, seed) in [("5xx", 1, "11"), ("5xx-batched", 50, "18")] {
+        let (_, s) = one_sink_case(
+            name,
+            "HTTP_2",
+            "",
+            &["--fail-rate", "0.1", "--seed", seed],
+            seed,
+            ("sink 503s", |_, s| n(&s["status"]["failed"])),
+            batch,
+        );
+        assert_eq!(s["status"]["5xx"], s["status"]["failed"], "{s}");
+        if batch > 1 {
+            assert!(n(&s["requests"]) < RECORDS, "records went in batches: {s}");
+        }
+    }
 }
 
 #[test]
@@ -228,6 +243,7 @@ fn answers_slower_than_the_call_timeout_are_retried() {
         &["--delay-ms", "0-1300", "--seed", "4"],
         "12",
         ("sluice call timeouts", |r, _| dest_metric(r, "timeouts")),
+        1,
     );
 }
 
@@ -247,6 +263,7 @@ fn connection_resets_are_retried() {
             &["--reset-rate", rate, "--seed", seed],
             seed,
             ("sink resets", |_, s| n(&s["resets"])),
+            1,
         );
     }
 }
@@ -265,6 +282,7 @@ fn a_destination_down_for_five_seconds_loses_nothing() {
         ("refused connections + dropped requests", |_, s| {
             n(&s["refused_connections"]) + n(&s["resets"])
         }),
+        1,
     );
     // While it was down, sluice answered retry and gen resent.
     assert!(n(&r.gen["resent"]["retry_code"]) > 0, "{}", r.gen);
@@ -284,11 +302,11 @@ fn a_stalled_endpoint_next_to_a_healthy_one_loses_nothing() {
         &[a.url("/in"), b.url("/in")],
         "    call-timeout: 300\n",
     );
-    let r = run("stall", &cfg, "16");
+    let r = run("stall", &cfg, "16", 1);
     let (sa, sb) = (a.finish(), b.finish());
     println!("fault case stall: sink a {sa}\nfault case stall: sink b {sb}");
-    let (acc_a, _) = sink_counts(&sa);
-    let (acc_b, _) = sink_counts(&sb);
+    let (acc_a, _) = sink_counts(&sa, 1);
+    let (acc_b, _) = sink_counts(&sb, 1);
     let mut keys: Vec<String> = a.dumped_digests();
     keys.extend(b.dumped_digests());
     assert_eq!(
@@ -320,7 +338,7 @@ fn a_429_with_retry_after_is_waited_out_and_retried() {
         "    max-connections-per-endpoint: 16\n",
     )
     .replace("    max-connections-per-endpoint: 4\n", "");
-    let r = run("429", &cfg, "17");
+    let r = run("429", &cfg, "17", 1);
     let c = sink.counts.lock().unwrap();
     println!(
         "fault case 429: requests {} accepted {} unique {} throttled {} came back {}",
