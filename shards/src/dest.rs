@@ -83,6 +83,8 @@ pub struct Pool {
     endpoints: Vec<Endpoint>,
     stats: Arc<DestinationStats>,
     rng: Cell<u64>,
+    /// Where the next endpoint choice starts: ties in flight go round robin.
+    turn: Cell<usize>,
     /// Request sent → answered or failed, microseconds.
     latency: RefCell<hdrhistogram::Histogram<u64>>,
 }
@@ -193,6 +195,7 @@ impl Pool {
             stats,
             latency: RefCell::new(crate::stats::micros_histogram()),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (Instant::now().elapsed().as_nanos() as u64)),
+            turn: Cell::new(0),
         }
     }
 
@@ -391,16 +394,21 @@ impl Pool {
 
     /// Least in flight among endpoints not marked down whose queue has room
     /// (a free slot, or fewer than `max-request-queued-per-endpoint`
-    /// requests waiting for one).
+    /// requests waiting for one); ties go round robin. Without the rotation
+    /// a lone record's every attempt went to the first endpoint (0 in flight
+    /// everywhere after each timeout), so a stalled first endpoint failed it
+    /// forever while a healthy second one idled.
     fn pick(&self) -> Result<usize, AttemptError> {
         // The clock is read only when some endpoint is marked down.
         let now = std::cell::OnceCell::new();
         let max_queued = self.plan.max_requests_queued_per_endpoint;
+        let n = self.endpoints.len();
+        let start = self.turn.get();
+        self.turn.set(start.wrapping_add(1));
         let mut up = 0;
-        let best = self
-            .endpoints
-            .iter()
-            .enumerate()
+        let best = (0..n)
+            .map(|k| (start + k) % n)
+            .map(|i| (i, &self.endpoints[i]))
             .filter(|(_, e)| {
                 e.down_until
                     .get()

@@ -1,0 +1,33 @@
+# Helpers shared by scripts/soak.sh and scripts/bench-batched.sh (sourced from
+# the repository root, not run): ports, CPU time, medians, JSON, waits.
+TCK=$(getconf CLK_TCK)
+NCPU=$(nproc)
+# sluice gets CPU 0; generators, load tools and servers get the rest.
+LOADCPU=$([ "$NCPU" -gt 1 ] && echo 1-$((NCPU - 1)) || echo 0)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# CPU seconds (user + sys) a live process has used.
+cpu_of() { awk -v t="$TCK" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }
+median() { python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+spread() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print("%.3g–%.3g" % (min(v), max(v)))' "$@"; }
+# jget FILE a.b.c: one value of a JSON file.
+jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [d := d[k] for k in sys.argv[2].split(".")]; print(d)' "$1" "$2"; }
+# wait_line FILE PATTERN: waits (10 s at most) until FILE has a line with PATTERN.
+wait_line() {
+  for _ in $(seq 1 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "$(basename "$0"): timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
+}
+# write_results NAME FILE: FILE (which starts with `<!-- NAME:begin -->` and
+# ends with `<!-- NAME:end -->`) replaces that section of perf/RESULTS.md,
+# or is appended when the file has none.
+write_results() {
+  python3 - "$1" "$2" <<'PY'
+import os, re, sys
+name, table = sys.argv[1], open(sys.argv[2]).read().strip() + "\n"
+path = "perf/RESULTS.md"
+text = open(path).read() if os.path.exists(path) else "# sluice performance results\n"
+pat = re.compile(r"<!-- %s:begin -->.*?<!-- %s:end -->\n?" % (re.escape(name), re.escape(name)), re.S)
+text = pat.sub(lambda m: table, text) if pat.search(text) else text.rstrip() + "\n\n" + table
+open(path, "w").write(text)
+PY
+}
