@@ -2,10 +2,10 @@
 //! and injected faults are exact; nonsense flags are refused by name.
 #![allow(clippy::unwrap_used, clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod perf_support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+use perf_support::{finish, sink, BIN};
+use std::process::{Command, Stdio};
 
 fn body(key_b64: &str) -> String {
     format!(
@@ -17,52 +17,6 @@ fn body(key_b64: &str) -> String {
 const D1: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 const D2: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 const D3: &str = "AgICAgICAgICAgICAgICAgICAgI=";
-
-/// Starts a sink on a free port; returns it and the port.
-fn sink(extra: &[&str]) -> (Child, u16) {
-    let mut c = Command::new(BIN)
-        .args([
-            "sink",
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--quiet",
-            "--duration",
-            "60s",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "sink ended before listening"
-        );
-        if let Some(a) = line.trim().strip_prefix("listening on ") {
-            let port = a.rsplit(':').next().unwrap().parse().unwrap();
-            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-            return (c, port);
-        }
-    }
-}
-
-/// SIGTERM, then the JSON summary.
-fn finish(c: Child) -> serde_json::Value {
-    let pid = c.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "sink exit {:?}", out.status);
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn curl(port: u16, extra: &[&str], data: &str) -> String {
     let url = format!("http://127.0.0.1:{port}/");

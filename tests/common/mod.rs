@@ -222,3 +222,8 @@ pub fn record(set: &str, gen: u32) -> Vec<u8> {
 mod xdr_client;
 #[allow(unused_imports)] // not every test binary sends XDR
 pub use xdr_client::XdrClient;
+
+#[path = "../../shards/tests/common/pki.rs"]
+mod pki;
+#[allow(unused_imports)] // not every test binary uses TLS
+pub use pki::Pki;
