@@ -279,3 +279,99 @@ fn the_other_formats_brief_through_the_full_decoder() {
         assert_eq!(briefs[0].digest, want[0].2);
     }
 }
+
+#[test]
+fn the_scan_reads_escapes_and_nesting_as_serde_json_does() {
+    let d = decoder(Format::Auto);
+    let rec = |value: &str| {
+        format!(
+            r#"{{"m\u0073g":"write","key":["t","d","AQEBAQEBAQEBAQEBAQEBAQEBAQE=",null],"gen":0,"lut":0,"bins":[{{"name":"x","value":{value}}},{{"name":"sluice_\u0074s","value":3}}]}}"#
+        )
+    };
+    // An escaped key, a surrogate pair, every short escape: read.
+    let ok = rec(r#""\ud83d\ude00 \" \\ \/ \b \f \n \r \t \u00e9""#);
+    let b = same_verdict(&d, "application/json", ok.as_bytes()).unwrap();
+    assert_eq!(b[0].ts, Some(3));
+    // A lone surrogate, even in a value the counts skip: refused, as the
+    // full decoder (a Value holds only valid strings) refuses it.
+    for bad in [
+        r#""\ud800""#,
+        r#""\udc00 x""#,
+        r#""\ud800\u0041""#,
+        r#""\x""#,
+        r#""\u12""#,
+    ] {
+        assert!(
+            same_verdict(&d, "application/json", rec(bad).as_bytes()).is_err(),
+            "{bad}"
+        );
+    }
+    // Nesting: serde_json's limit, in a value the counts skip.
+    let nested = |n: usize| rec(&format!("{}{}", "[".repeat(n), "]".repeat(n)));
+    assert!(same_verdict(&d, "application/json", nested(120).as_bytes()).is_ok());
+    assert!(same_verdict(&d, "application/json", nested(130).as_bytes()).is_err());
+    // Numbers serde_json refuses (out of f64's range) or reads as floats.
+    assert!(same_verdict(&d, "application/json", rec("1e400").as_bytes()).is_err());
+    for v in ["1e-400", "-0", "18446744073709551616", "0.5", "-12"] {
+        same_verdict(&d, "application/json", rec(v).as_bytes()).unwrap();
+    }
+}
+
+/// Deterministic mutations of a record (bytes replaced, inserted, removed
+/// from a JSON-ish alphabet) and short random texts: the scan calls a body
+/// broken JSON exactly when serde_json does.
+#[test]
+fn the_scan_agrees_with_serde_json_on_mutated_bodies() {
+    let (body, _, _) = encode_all(&Encoder::json(), false);
+    let names = crate::sink::scan::Names {
+        metadata_key: "metadata",
+        ts_bin: "sluice_ts",
+    };
+    let alphabet = b"{}[]\",:\\u0123456789abcdefABCDEF-+.eE tnrfl\xc3\xa9";
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut checked = 0;
+    for i in 0..20_000 {
+        let mut b = if i % 2 == 0 {
+            body.clone()
+        } else {
+            let prefixes: [&[u8]; 4] = [b"[1,", b"{\"a\":", b"[\"", b"["];
+            let mut v = prefixes[(rnd() % 4) as usize].to_vec();
+            for _ in 0..rnd() % 14 {
+                v.push(alphabet[(rnd() % alphabet.len() as u64) as usize]);
+            }
+            v.push(b']');
+            v
+        };
+        for _ in 0..if i % 2 == 0 { 1 + rnd() % 3 } else { 0 } {
+            let at = (rnd() % b.len() as u64) as usize;
+            let c = alphabet[(rnd() % alphabet.len() as u64) as usize];
+            match rnd() % 3 {
+                0 => b[at] = c,
+                1 => b.insert(at, c),
+                _ => {
+                    b.remove(at);
+                }
+            }
+        }
+        if b.contains(&b'\n') || b.trim_ascii().is_empty() {
+            continue; // NDJSON splits lines; serde_json reads one value
+        }
+        let serde_ok = serde_json::from_slice::<Value>(&b).is_ok();
+        let scan = crate::sink::scan::json(names, &b, &mut vec![]);
+        let scan_ok = !matches!(scan, Err(crate::sink::scan::ScanError::Json(_)));
+        assert_eq!(
+            serde_ok,
+            scan_ok,
+            "{scan:?} on {}",
+            String::from_utf8_lossy(&b)
+        );
+        checked += 1;
+    }
+    assert!(checked > 15_000, "{checked}");
+}
