@@ -176,7 +176,14 @@ fn the_grace_period_ends_a_run_whose_records_keep_coming_back() {
 fn gen_over_tls_with_a_client_certificate_every_record_arrives() {
     let pki = common::Pki::new("gen-tls");
     let pem = |f: &str| pki.path(f).to_str().unwrap().to_string();
-    let (sink, sink_port) = sink(&[]);
+    let hist = pki.path("sink.hgrm");
+    let plot = pki.path("sink.svg");
+    let (sink, sink_port) = sink(&[
+        "--hist-out",
+        hist.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
     let xdr_port = common::free_port();
     // The listener requires a client certificate signed by the CA.
     let config = format!(
@@ -233,6 +240,11 @@ logging:
     assert_eq!(s["rejected_records"], 0, "{s}");
     assert_eq!(s["decode_errors"], 0, "{s}");
     assert_eq!(s["latency_us"]["count"], 3000, "{s}");
+    let h = std::fs::read_to_string(&hist).unwrap();
+    assert!(h.contains("Total count    =         3000]"), "{h}");
+    assert!(std::fs::read_to_string(&plot)
+        .unwrap()
+        .contains("<polyline"));
     assert_eq!(
         s["unique_keys"].as_u64().unwrap() + s["duplicates"].as_u64().unwrap(),
         3000,

@@ -119,7 +119,9 @@ fn h2load_requests_are_all_counted() {
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("body.json");
     std::fs::write(&data, body(D2)).unwrap();
-    let (c, port) = sink(&[]);
+    // Two executors: h2load's connections spread over both, and the counts
+    // (the unique keys above all) must still come out exact when merged.
+    let (c, port) = sink(&["--threads", "2"]);
     let out = Command::new("h2load")
         .args([
             "-n",
@@ -146,6 +148,40 @@ fn h2load_requests_are_all_counted() {
     assert_eq!(j["unique_keys"], 1);
     assert_eq!(j["duplicates"], 499);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_body_in_many_h2_frames_is_read_whole() {
+    // About 300 KB of NDJSON: many DATA frames, most arriving after the
+    // request's headers were taken.
+    let keys: Vec<String> = (0u8..=255)
+        .map(|i| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [i; 20]))
+        .collect();
+    let lines: Vec<String> = (0..2000).map(|i| body(&keys[i % keys.len()])).collect();
+    let ndjson = lines.join("\n") + "\n";
+    // Too long for one command-line argument: curl reads it from a file.
+    let file = std::env::temp_dir().join(format!("perf-sink-big-{}.ndjson", std::process::id()));
+    std::fs::write(&file, &ndjson).unwrap();
+    let (c, port) = sink(&[]);
+    assert_eq!(
+        curl(
+            port,
+            &[
+                "--http2-prior-knowledge",
+                "-H",
+                "content-type: application/x-ndjson"
+            ],
+            &format!("@{}", file.display())
+        ),
+        "200"
+    );
+    let _ = std::fs::remove_file(file);
+    let j = finish(c);
+    assert_eq!(j["h2_requests"], 1);
+    assert_eq!(j["bytes"], ndjson.len());
+    assert_eq!(j["records"], 2000);
+    assert_eq!(j["unique_keys"], 256);
+    assert_eq!(j["duplicates"], 2000 - 256);
 }
 
 #[test]
