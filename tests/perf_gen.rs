@@ -109,6 +109,34 @@ fn nonsense_flags_are_refused_by_name() {
             vec!["--target", "127.0.0.1:9", "--duration", "-3s"],
             "--duration",
         ),
+        // Negative counts: clap's refusal, naming the flag.
+        (
+            vec!["--target", "127.0.0.1:9", "--records", "-5"],
+            "--records",
+        ),
+        (
+            vec![
+                "--target",
+                "127.0.0.1:9",
+                "--records",
+                "5",
+                "--in-flight",
+                "-1",
+            ],
+            "--in-flight",
+        ),
+        // An output that cannot be written is refused before the run.
+        (
+            vec![
+                "--target",
+                "127.0.0.1:9",
+                "--records",
+                "5",
+                "--hist-out",
+                "/nonexistent/dir/h.hgrm",
+            ],
+            "--hist-out",
+        ),
     ] {
         let (code, _, err) = gen(&args);
         assert_eq!(code, Some(2), "{args:?}: {err}");

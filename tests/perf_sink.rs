@@ -191,6 +191,10 @@ fn nonsense_flags_are_refused_by_name() {
         (vec!["--threads", "0"], "--threads"),
         (vec!["--status", "42"], "--status"),
         (vec!["--delay-ms", "9-3"], "--delay-ms"),
+        (vec!["--down-for", "-1"], "--down-for"),
+        (vec!["--expect", "-2"], "--expect"),
+        (vec!["--cpus", "0,1"], "--cpus"),
+        (vec!["--plot", "/nonexistent/dir/p.svg"], "--plot"),
         (
             vec![
                 "--tls-cert",

@@ -53,39 +53,39 @@ pub struct SinkArgs {
     #[arg(long)]
     pub dump: Option<PathBuf>,
     /// Exit after this long (e.g. 30s).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub duration: Option<String>,
     /// Exit once this many unique keys have arrived.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub expect: Option<u64>,
     /// Executors (threads), all on the same port (SO_REUSEPORT).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub threads: usize,
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub cpus: Vec<usize>,
     /// Fraction of requests answered 503.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub fail_rate: f64,
     /// Answer every request with this status.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub status: Option<u16>,
     /// Delay before answering, ms: fixed ("5") or a uniform spread ("5-50").
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub delay_ms: Option<String>,
     /// Fraction of requests whose connection is dropped instead of answered.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub reset_rate: f64,
     /// Answer the first N requests, then none.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub stall_after: Option<u64>,
     /// Refuse connections (and drop open ones) for this many seconds…
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub down_for: Option<f64>,
     /// …starting this many seconds after start.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub down_at: f64,
     /// Seed of the per-request fault choice.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
     /// Print the summary as JSON on stdout at exit.
     #[arg(long)]
@@ -398,6 +398,14 @@ impl Shared {
         if a.threads == 0 {
             return Err(bad("threads", "must be at least 1"));
         }
+        if a.cpus.len() > a.threads {
+            return Err(bad(
+                "cpus",
+                format!("{} CPUs for {} threads", a.cpus.len(), a.threads),
+            ));
+        }
+        hist::check_outputs(a.hist_out.as_deref(), a.plot.as_deref())
+            .map_err(|(flag, why)| bad(flag, why))?;
         if let Some(s) = a.status {
             if !(100..=599).contains(&s) {
                 return Err(bad("status", format!("{s} is not an HTTP status")));
