@@ -5,6 +5,8 @@
 #     same flags, alternating: the sink must answer at least as many
 #     requests/s. Also the server's CPU per request (utime+stime of the
 #     process around each run), steadier than rates on a shared machine.
+#     Two sinks take turns with nghttpd: its HTTP/2 server from the h2 crate
+#     (`--h2-server h2`) and its own (`--h2-server lite`).
 # Prints a Markdown section on stdout. Needs nghttp2-client, nghttp2-server.
 # Usage: scripts/bench-perf-tools.sh [RUNS]   (SLUICE=path/to/sluice to override;
 #        GEN_RECORDS=0 skips the generator figure)
@@ -55,10 +57,14 @@ NPORT=$(( 20000 + RANDOM % 20000 ))
 taskset -c "$CPU_B" nghttpd --no-tls -d "$WORK/root" "$NPORT" >/dev/null 2>&1 &
 NG_PID=$!
 PIDS+=($NG_PID)
-taskset -c "$CPU_B" "$SLUICE" sink --listen 127.0.0.1:0 --quiet 2>"$WORK/sink.err" &
+taskset -c "$CPU_B" "$SLUICE" sink --listen 127.0.0.1:0 --h2-server h2 --quiet 2>"$WORK/sink.err" &
 SINK_PID=$!
 PIDS+=($SINK_PID)
 SPORT=$(wait_port "$WORK/sink.err")
+taskset -c "$CPU_B" "$SLUICE" sink --listen 127.0.0.1:0 --h2-server lite --quiet 2>"$WORK/lite.err" &
+LITE_PID=$!
+PIDS+=($LITE_PID)
+LPORT=$(wait_port "$WORK/lite.err")
 for _ in $(seq 100); do
   curl -s --http2-prior-knowledge -o /dev/null "http://127.0.0.1:$NPORT/index.html" && break
   sleep 0.1
@@ -76,15 +82,18 @@ h2() {
   awk '/^finished in/ {gsub(",","",$4); print $4}' <<<"$out" >>"$WORK/$3.txt"
   python3 -c "print(round(($t1-$t0)/$TICK*1e6/$H2_REQUESTS,2))" >>"$WORK/$3.cpu"
 }
-: >"$WORK/ng.txt"; : >"$WORK/sink.txt"; : >"$WORK/ng.cpu"; : >"$WORK/sink.cpu"
+: >"$WORK/ng.txt"; : >"$WORK/sink.txt"; : >"$WORK/ng.cpu"; : >"$WORK/sink.cpu"; : >"$WORK/lite.txt"; : >"$WORK/lite.cpu"
 for _ in $(seq "$RUNS"); do
   h2 "http://127.0.0.1:$NPORT/index.html" "$NG_PID" ng
   h2 "http://127.0.0.1:$SPORT/" "$SINK_PID" sink
+  h2 "http://127.0.0.1:$LPORT/" "$LITE_PID" lite
 done
 NG_MED=$(median <"$WORK/ng.txt")
 SINK_MED=$(median <"$WORK/sink.txt")
 NG_CPU=$(median <"$WORK/ng.cpu")
 SINK_CPU=$(median <"$WORK/sink.cpu")
+LITE_MED=$(median <"$WORK/lite.txt")
+LITE_CPU=$(median <"$WORK/lite.cpu")
 
 echo "### perf tools ($(date -u +%Y-%m-%d), $(lscpu | awk -F: '/Model name/ {gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs)"
 echo
@@ -92,8 +101,12 @@ echo "| figure | median of $RUNS | runs |"
 echo "|---|---|---|"
 echo "| \`sluice gen\` vs trivial acker, 1 core each, records/s | $GEN_MED | $(paste -sd' ' "$WORK/gen.txt") |"
 echo "| h2load -t1 -c4 -m32 → nghttpd, req/s | $NG_MED | $(paste -sd' ' "$WORK/ng.txt") |"
-echo "| h2load -t1 -c4 -m32 → \`sluice sink\`, req/s | $SINK_MED | $(paste -sd' ' "$WORK/sink.txt") |"
-echo "| sink / nghttpd, req/s | $(python3 -c "print(round($SINK_MED/$NG_MED,2))") | |"
+echo "| h2load -t1 -c4 -m32 → \`sluice sink --h2-server h2\`, req/s | $SINK_MED | $(paste -sd' ' "$WORK/sink.txt") |"
+echo "| h2load -t1 -c4 -m32 → \`sluice sink --h2-server lite\`, req/s | $LITE_MED | $(paste -sd' ' "$WORK/lite.txt") |"
+echo "| sink (h2) / nghttpd, req/s | $(python3 -c "print(round($SINK_MED/$NG_MED,2))") | |"
+echo "| sink (lite) / nghttpd, req/s | $(python3 -c "print(round($LITE_MED/$NG_MED,2))") | |"
 echo "| nghttpd CPU µs / request | $NG_CPU | $(paste -sd' ' "$WORK/ng.cpu") |"
-echo "| \`sluice sink\` CPU µs / request | $SINK_CPU | $(paste -sd' ' "$WORK/sink.cpu") |"
-echo "| nghttpd / sink, CPU per request | $(python3 -c "print(round($NG_CPU/$SINK_CPU,2))") | |"
+echo "| sink (h2) CPU µs / request | $SINK_CPU | $(paste -sd' ' "$WORK/sink.cpu") |"
+echo "| sink (lite) CPU µs / request | $LITE_CPU | $(paste -sd' ' "$WORK/lite.cpu") |"
+echo "| nghttpd / sink (h2), CPU per request | $(python3 -c "print(round($NG_CPU/$SINK_CPU,2))") | |"
+echo "| nghttpd / sink (lite), CPU per request | $(python3 -c "print(round($NG_CPU/$LITE_CPU,2))") | |"

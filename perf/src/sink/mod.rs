@@ -8,6 +8,7 @@
 //! chosen per request from `--seed`, and each one is counted.
 
 pub mod decode;
+pub mod h2lite;
 pub mod scan;
 mod serve;
 
@@ -29,6 +30,9 @@ pub struct SinkArgs {
     /// h1, h2c (prior knowledge) or auto (detects the HTTP/2 preface; with TLS, ALPN decides).
     #[arg(long, value_enum, default_value_t = Protocol::Auto)]
     pub protocol: Protocol,
+    /// The HTTP/2 server: h2 (the h2 crate) or lite (the sink's own, leaner).
+    #[arg(long, value_enum, default_value_t = H2Server::H2)]
+    pub h2_server: H2Server,
     /// Certificate chain (PEM): serve HTTPS with ALPN h2, http/1.1.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -102,6 +106,12 @@ pub struct SinkArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum H2Server {
+    H2,
+    Lite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
     H1,
     H2c,
@@ -141,6 +151,7 @@ pub struct Shared {
     pub decoder: Decoder,
     pub faults: Faults,
     pub protocol: Protocol,
+    pub h2_server: H2Server,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub ts_bin: String,
     pub started: Instant,
@@ -175,6 +186,8 @@ pub struct Counts {
     pub resets: u64,
     pub stalled: u64,
     pub decode_errors: u64,
+    /// HTTP/2 connections closed with a GOAWAY for a protocol error (h2lite).
+    pub h2_protocol_errors: u64,
     pub hist: Hist,
 }
 
@@ -198,6 +211,7 @@ impl Default for Counts {
             resets: 0,
             stalled: 0,
             decode_errors: 0,
+            h2_protocol_errors: 0,
             hist: hist::new_hist(),
         }
     }
@@ -231,6 +245,7 @@ impl Counts {
         self.resets += o.resets;
         self.stalled += o.stalled;
         self.decode_errors += o.decode_errors;
+        self.h2_protocol_errors += o.h2_protocol_errors;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.hist.add(&o.hist);
     }
@@ -339,6 +354,7 @@ impl Stats {
             "resets": c.resets,
             "stalled": c.stalled,
             "decode_errors": c.decode_errors,
+            "h2_protocol_errors": c.h2_protocol_errors,
             "latency_us": hist::json(&c.hist),
         })
     }
@@ -475,6 +491,7 @@ impl Shared {
                 seed: a.seed,
             },
             protocol: a.protocol,
+            h2_server: a.h2_server,
             tls,
             ts_bin: a.ts_bin.clone(),
             started: Instant::now(),

@@ -7,8 +7,9 @@
 //! and the answers of one round go out in one write (see [`Coalesce`]).
 
 use super::decode::Rec;
+use super::h2lite::{self, Act};
 use super::scan::Brief;
-use super::{Protocol, Shared, SinkArgs};
+use super::{H2Server, Protocol, Shared, SinkArgs};
 use crate::net::{mix, unit, Io};
 use bytes::Bytes;
 use futures_lite::future;
@@ -84,7 +85,9 @@ async fn connection(s: TcpStream, shared: Arc<Shared>, slot: usize) -> std::io::
             (Io::Plain(s), h2)
         }
     };
-    if h2 {
+    if h2 && shared.h2_server == H2Server::Lite {
+        serve_lite(io, shared, slot).await
+    } else if h2 {
         serve_h2(io, shared, slot).await
     } else {
         serve_h1(io, shared, slot).await
@@ -320,6 +323,36 @@ async fn serve_h1(io: Io, shared: Arc<Shared>, slot: usize) -> std::io::Result<(
         .serve_connection(HyperIo(io), svc)
         .await
         .map_err(std::io::Error::other)
+}
+
+/// Serves one HTTP/2 connection with the sink's own server ([`h2lite`]):
+/// requests whose answer is not delayed are answered while their frames
+/// are processed.
+async fn serve_lite(io: Io, shared: Arc<Shared>, slot: usize) -> std::io::Result<()> {
+    let sh = shared.clone();
+    let closed = h2lite::serve(io, move |ct, body| {
+        match arrive(&sh, slot, ct, body, true) {
+            Err(Outcome::Reset) => Act::Drop,
+            // `arrive` refuses only to reset or to stall: stalled, never answer.
+            Err(_) => Act::Hold,
+            Ok(a) => match a.delay(&sh) {
+                Some(d) => {
+                    let sh = sh.clone();
+                    Act::Later(Box::pin(async move {
+                        glommio::timer::sleep(d).await;
+                        a.answer(&sh, slot)
+                    }))
+                }
+                None => Act::Now(a.answer(&sh, slot)),
+            },
+        }
+    })
+    .await?;
+    if let Some(e) = closed {
+        shared.counts(slot).h2_protocol_errors += 1;
+        eprintln!("sluice sink: HTTP/2 connection closed: {e}");
+    }
+    Ok(())
 }
 
 /// Bytes h2 wrote and the socket has not taken yet, at most this much
