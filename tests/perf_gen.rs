@@ -3,31 +3,16 @@
 //! counts: every record ends acked, resends are counted, flags are checked.
 #![allow(clippy::unwrap_used, clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+mod perf_support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+use perf_support::{finish, sink, spawn_listening, BIN};
+use std::process::{Child, Command};
 
 fn acker(extra: &[&str]) -> (Child, u16) {
-    let mut c = Command::new(BIN)
-        .args(["gen", "--acker", "127.0.0.1:0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut line = String::new();
-    assert!(err.read_line(&mut line).unwrap() > 0);
-    let port = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (c, port)
+    let mut args = vec!["gen", "--acker", "127.0.0.1:0"];
+    args.extend(extra);
+    spawn_listening(&args)
 }
 
 fn gen(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
@@ -124,6 +109,34 @@ fn nonsense_flags_are_refused_by_name() {
             vec!["--target", "127.0.0.1:9", "--duration", "-3s"],
             "--duration",
         ),
+        // Negative counts: clap's refusal, naming the flag.
+        (
+            vec!["--target", "127.0.0.1:9", "--records", "-5"],
+            "--records",
+        ),
+        (
+            vec![
+                "--target",
+                "127.0.0.1:9",
+                "--records",
+                "5",
+                "--in-flight",
+                "-1",
+            ],
+            "--in-flight",
+        ),
+        // An output that cannot be written is refused before the run.
+        (
+            vec![
+                "--target",
+                "127.0.0.1:9",
+                "--records",
+                "5",
+                "--hist-out",
+                "/nonexistent/dir/h.hgrm",
+            ],
+            "--hist-out",
+        ),
     ] {
         let (code, _, err) = gen(&args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
@@ -185,4 +198,112 @@ fn the_grace_period_ends_a_run_whose_records_keep_coming_back() {
     assert!(j["in_flight_at_end"].as_u64().unwrap() > 0, "{j}");
     assert!(j["resent"]["retry_code"].as_u64().unwrap() > 0, "{j}");
     assert!(err.contains("remained un-acked"), "{err}");
+}
+
+#[test]
+fn gen_over_tls_with_a_client_certificate_every_record_arrives() {
+    let pki = common::Pki::new("gen-tls");
+    let pem = |f: &str| pki.path(f).to_str().unwrap().to_string();
+    let hist = pki.path("sink.hgrm");
+    let plot = pki.path("sink.svg");
+    let (sink, sink_port) = sink(&[
+        "--hist-out",
+        hist.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let xdr_port = common::free_port();
+    // The listener requires a client certificate signed by the CA.
+    let config = format!(
+        "\
+service:
+  address: 127.0.0.1
+  tls:
+    port: {xdr_port}
+    cert-file: {}
+    key-file: {}
+    ca-file: {}
+destinations:
+  sink:
+    urls: [http://127.0.0.1:{sink_port}/in]
+routing:
+  mode: static-multi-destination
+  destinations: [sink]
+logging:
+  ticker-interval: 0
+",
+        pem("server.pem"),
+        pem("server.key"),
+        pem("ca.pem")
+    );
+    let sluice = common::Sluice::start("gen-tls", &config);
+    let target = sluice.xdr.to_string();
+    assert!(target.ends_with(&format!(":{xdr_port}")), "{target}");
+    let (code, j, err) = gen(&[
+        "--target",
+        &target,
+        "--connections",
+        "2",
+        "--records",
+        "3000",
+        "--in-flight",
+        "16",
+        "--tls-ca",
+        &pem("ca.pem"),
+        "--tls-cert",
+        &pem("client.pem"),
+        "--tls-key",
+        &pem("client.key"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(j["acked"], 3000, "{j}");
+    assert_eq!(j["in_flight_at_end"], 0, "{j}");
+    assert_eq!(j["abandoned"], 0, "{j}");
+    // Acked means delivered: the sink answered 2xx for every record, and
+    // read each one's timestamp bin. Nothing was resent on this clean path.
+    assert_eq!(j["resent"]["total"], 0, "{j}");
+    let s = finish(sink);
+    assert_eq!(s["records"], 3000, "{s}");
+    assert_eq!(s["writes"], 3000, "{s}");
+    assert_eq!(s["rejected_records"], 0, "{s}");
+    assert_eq!(s["decode_errors"], 0, "{s}");
+    assert_eq!(s["latency_us"]["count"], 3000, "{s}");
+    let h = std::fs::read_to_string(&hist).unwrap();
+    assert!(h.contains("Total count    =         3000]"), "{h}");
+    assert!(std::fs::read_to_string(&plot)
+        .unwrap()
+        .contains("<polyline"));
+    assert_eq!(
+        s["unique_keys"].as_u64().unwrap() + s["duplicates"].as_u64().unwrap(),
+        3000,
+        "{s}"
+    );
+
+    // Without the client certificate the listener refuses the handshake:
+    // nothing is acked and the run fails.
+    let (code, j, err) = gen(&[
+        "--target",
+        &target,
+        "--rate",
+        "50",
+        "--duration",
+        "300ms",
+        "--grace",
+        "1s",
+        "--connect-timeout-ms",
+        "300",
+        "--tls-ca",
+        &pem("ca.pem"),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(j["acked"], 0, "{j}");
+
+    // A CA that cannot be read (a directory) or that holds no certificate
+    // (a key) is refused up front, naming the file.
+    for ca in [pki.dir.to_str().unwrap().to_string(), pem("ca.key")] {
+        let (code, _, err) = gen(&["--target", &target, "--records", "5", "--tls-ca", &ca]);
+        assert_eq!(code, Some(2), "{ca}: {err}");
+        assert!(err.contains(&ca), "{ca}: {err}");
+    }
+    drop(sluice);
 }

@@ -2,10 +2,10 @@
 //! and injected faults are exact; nonsense flags are refused by name.
 #![allow(clippy::unwrap_used, clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod perf_support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+use perf_support::{finish, sink, BIN};
+use std::process::{Command, Stdio};
 
 fn body(key_b64: &str) -> String {
     format!(
@@ -17,52 +17,6 @@ fn body(key_b64: &str) -> String {
 const D1: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 const D2: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 const D3: &str = "AgICAgICAgICAgICAgICAgICAgI=";
-
-/// Starts a sink on a free port; returns it and the port.
-fn sink(extra: &[&str]) -> (Child, u16) {
-    let mut c = Command::new(BIN)
-        .args([
-            "sink",
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--quiet",
-            "--duration",
-            "60s",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "sink ended before listening"
-        );
-        if let Some(a) = line.trim().strip_prefix("listening on ") {
-            let port = a.rsplit(':').next().unwrap().parse().unwrap();
-            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-            return (c, port);
-        }
-    }
-}
-
-/// SIGTERM, then the JSON summary.
-fn finish(c: Child) -> serde_json::Value {
-    let pid = c.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "sink exit {:?}", out.status);
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn curl(port: u16, extra: &[&str], data: &str) -> String {
     let url = format!("http://127.0.0.1:{port}/");
@@ -165,7 +119,9 @@ fn h2load_requests_are_all_counted() {
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("body.json");
     std::fs::write(&data, body(D2)).unwrap();
-    let (c, port) = sink(&[]);
+    // Two executors: h2load's connections spread over both, and the counts
+    // (the unique keys above all) must still come out exact when merged.
+    let (c, port) = sink(&["--threads", "2"]);
     let out = Command::new("h2load")
         .args([
             "-n",
@@ -195,12 +151,50 @@ fn h2load_requests_are_all_counted() {
 }
 
 #[test]
+fn a_body_in_many_h2_frames_is_read_whole() {
+    // About 300 KB of NDJSON: many DATA frames, most arriving after the
+    // request's headers were taken.
+    let keys: Vec<String> = (0u8..=255)
+        .map(|i| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [i; 20]))
+        .collect();
+    let lines: Vec<String> = (0..2000).map(|i| body(&keys[i % keys.len()])).collect();
+    let ndjson = lines.join("\n") + "\n";
+    // Too long for one command-line argument: curl reads it from a file.
+    let file = std::env::temp_dir().join(format!("perf-sink-big-{}.ndjson", std::process::id()));
+    std::fs::write(&file, &ndjson).unwrap();
+    let (c, port) = sink(&[]);
+    assert_eq!(
+        curl(
+            port,
+            &[
+                "--http2-prior-knowledge",
+                "-H",
+                "content-type: application/x-ndjson"
+            ],
+            &format!("@{}", file.display())
+        ),
+        "200"
+    );
+    let _ = std::fs::remove_file(file);
+    let j = finish(c);
+    assert_eq!(j["h2_requests"], 1);
+    assert_eq!(j["bytes"], ndjson.len());
+    assert_eq!(j["records"], 2000);
+    assert_eq!(j["unique_keys"], 256);
+    assert_eq!(j["duplicates"], 2000 - 256);
+}
+
+#[test]
 fn nonsense_flags_are_refused_by_name() {
     for (args, flag) in [
         (vec!["--fail-rate", "-0.5"], "--fail-rate"),
         (vec!["--threads", "0"], "--threads"),
         (vec!["--status", "42"], "--status"),
         (vec!["--delay-ms", "9-3"], "--delay-ms"),
+        (vec!["--down-for", "-1"], "--down-for"),
+        (vec!["--expect", "-2"], "--expect"),
+        (vec!["--cpus", "0,1"], "--cpus"),
+        (vec!["--plot", "/nonexistent/dir/p.svg"], "--plot"),
         (
             vec![
                 "--tls-cert",

@@ -225,6 +225,22 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// Writes `--hist-out` and `--plot` files when asked for; errors name the file.
+/// Checks up front that the `--hist-out` / `--plot` files can be created,
+/// so that a bad path is refused before a run rather than after it.
+/// Returns the flag and why.
+pub fn check_outputs(
+    hist_out: Option<&Path>,
+    plot: Option<&Path>,
+) -> Result<(), (&'static str, String)> {
+    for (flag, path) in [("hist-out", hist_out), ("plot", plot)] {
+        if let Some(p) = path {
+            std::fs::File::create(p)
+                .map_err(|e| (flag, format!("cannot create {}: {e}", p.display())))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn write_outputs(
     h: &Hist,
     hist_out: Option<&Path>,

@@ -674,3 +674,8 @@ pub fn gen_unique_keys(records: u64, rate: &str, seed: &str) -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+#[path = "../../shards/tests/common/pki.rs"]
+mod pki;
+#[allow(unused_imports)] // not every test binary uses TLS
+pub use pki::Pki;

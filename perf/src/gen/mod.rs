@@ -26,22 +26,22 @@ pub struct GenArgs {
     #[arg(long = "target", value_name = "HOST:PORT")]
     pub targets: Vec<String>,
     /// Sockets per target.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub connections: u32,
     /// Executors (threads); connections are spread over them.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub threads: usize,
     /// Pin executors to these CPUs (comma-separated), one per thread.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub cpus: Vec<usize>,
     /// Requests sent and not yet acked, per connection.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub in_flight: u32,
     /// Records per second over all connections ("max": as fast as acks allow).
     #[arg(long, default_value = "max", allow_hyphen_values = true)]
     pub rate: String,
     /// Stop after this many records (each one acked or abandoned).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub records: Option<u64>,
     /// Stop creating records after this long (e.g. 10s), then wait for acks.
     #[arg(long, allow_hyphen_values = true)]
@@ -52,19 +52,19 @@ pub struct GenArgs {
     /// `standard` (BENCHMARKS.md) or `custom` (set by --bins, --bin-type, --value-size).
     #[arg(long, default_value = "standard")]
     pub shape: String,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
     pub bins: usize,
     #[arg(long, value_enum, default_value_t = BinType::Str)]
     pub bin_type: BinType,
     /// Bytes per string or blob bin.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_hyphen_values = true)]
     pub value_size: usize,
     #[arg(long, default_value = "test")]
     pub namespace: String,
     #[arg(long, default_value = "demo")]
     pub set: String,
     /// Distinct keys (k00000000000 …).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, allow_hyphen_values = true)]
     pub key_space: u64,
     /// Fraction of the key space that is hot (0: uniform).
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
@@ -82,18 +82,18 @@ pub struct GenArgs {
     #[arg(long)]
     pub compress: bool,
     /// Seed of the key and kind selection.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
     /// The bin that carries the send time (Unix µs); "" for none.
     #[arg(long, default_value = "sluice_ts")]
     pub ts_bin: String,
     /// Delay before resending a record answered with a retry code.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
     pub retry_delay_ms: u64,
     /// An ack slower than this is a timeout: the connection is dropped and the record resent.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, allow_hyphen_values = true)]
     pub ack_timeout_ms: u64,
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, allow_hyphen_values = true)]
     pub connect_timeout_ms: u64,
     /// CA (PEM) that signs the targets' certificates: enables TLS.
     #[arg(long)]
@@ -122,10 +122,10 @@ pub struct GenArgs {
     #[arg(long, value_name = "ADDR", hide = true)]
     pub acker: Option<String>,
     /// With --acker: answer every Nth request with retry code 11.
-    #[arg(long, default_value_t = 0, hide = true)]
+    #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
     pub acker_retry_every: u64,
     /// With --acker: drop the connection after N requests on it (un-acked ones lost).
-    #[arg(long, default_value_t = 0, hide = true)]
+    #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
     pub acker_drop_every: u64,
 }
 
@@ -280,6 +280,8 @@ impl Config {
                 ))
             }
         };
+        crate::hist::check_outputs(a.hist_out.as_deref(), a.plot.as_deref())
+            .map_err(|(flag, why)| bad(flag, why))?;
         if a.cpus.len() > a.threads {
             return Err(bad(
                 "cpus",

@@ -5,6 +5,7 @@
 //! back). Each record comes out as the few things the sink counts — digest,
 //! key, generation, LUT, kind — and its bins as JSON for `--dump`.
 
+use super::scan::{self, Brief};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::io::Read as _;
@@ -24,6 +25,15 @@ impl Rec {
     /// The timestamp bin's value (Unix µs), when present and an integer.
     pub fn ts(&self, bin: &str) -> Option<u64> {
         self.bins.get(bin).and_then(Value::as_u64)
+    }
+
+    /// What the counts need.
+    pub fn brief(&self, ts_bin: &str) -> Brief {
+        Brief {
+            digest: self.digest,
+            delete: self.msg == "delete",
+            ts: self.ts(ts_bin),
+        }
     }
 
     /// The `--dump` line.
@@ -69,24 +79,31 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn decode(&self, content_type: Option<&str>, body: &[u8]) -> Result<Vec<Rec>, DecodeError> {
+    /// The format of a body: `--format`, or by Content-Type with `auto`.
+    fn format_of(&self, content_type: Option<&str>) -> Format {
+        if self.format != Format::Auto {
+            return self.format;
+        }
         let ct = content_type
             .unwrap_or("")
             .split(';')
             .next()
             .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let format = match self.format {
-            Format::Auto => match ct.as_str() {
-                "application/x-msgpack" | "application/msgpack" => Format::MessagePack,
-                "application/avro" | "avro/binary" => Format::Avro,
-                "application/octet-stream" => Format::Xdr,
-                _ => Format::Json,
-            },
-            f => f,
-        };
-        match format {
+            .trim();
+        let is = |name: &str| ct.eq_ignore_ascii_case(name);
+        if is("application/x-msgpack") || is("application/msgpack") {
+            Format::MessagePack
+        } else if is("application/avro") || is("avro/binary") {
+            Format::Avro
+        } else if is("application/octet-stream") {
+            Format::Xdr
+        } else {
+            Format::Json
+        }
+    }
+
+    pub fn decode(&self, content_type: Option<&str>, body: &[u8]) -> Result<Vec<Rec>, DecodeError> {
+        match self.format_of(content_type) {
             Format::Auto | Format::Json | Format::FlatJson => self.json(body),
             Format::MessagePack => msgpack(body),
             Format::Avro => match &self.avro {
@@ -94,6 +111,35 @@ impl Decoder {
                 None => Err(DecodeError::Avro("no schema: give --schema-file".into())),
             },
             Format::Xdr => xdr(body),
+        }
+    }
+
+    /// What the counts need from each record of a body, appended to `out`:
+    /// the same records and errors as [`Decoder::decode`], through the
+    /// borrowed scan for JSON bodies (no `Value` tree).
+    pub fn brief(
+        &self,
+        content_type: Option<&str>,
+        body: &[u8],
+        ts_bin: &str,
+        out: &mut Vec<Brief>,
+    ) -> Result<(), DecodeError> {
+        match self.format_of(content_type) {
+            Format::Auto | Format::Json | Format::FlatJson => {
+                let names = scan::Names {
+                    metadata_key: &self.metadata_key,
+                    ts_bin,
+                };
+                scan::json(names, body, out).map_err(|e| match e {
+                    scan::ScanError::Json(why) => DecodeError::Json(why),
+                    scan::ScanError::Shape { index, why } => DecodeError::Shape { index, why },
+                })
+            }
+            _ => {
+                let recs = self.decode(content_type, body)?;
+                out.extend(recs.iter().map(|r| r.brief(ts_bin)));
+                Ok(())
+            }
         }
     }
 

@@ -8,15 +8,17 @@
 //! chosen per request from `--seed`, and each one is counted.
 
 pub mod decode;
+pub mod h2lite;
+pub mod scan;
 mod serve;
 
 use crate::hist::{self, Hist};
 use decode::{Decoder, Format};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,9 @@ pub struct SinkArgs {
     /// h1, h2c (prior knowledge) or auto (detects the HTTP/2 preface; with TLS, ALPN decides).
     #[arg(long, value_enum, default_value_t = Protocol::Auto)]
     pub protocol: Protocol,
+    /// The HTTP/2 server: h2 (the h2 crate) or lite (the sink's own, leaner).
+    #[arg(long, value_enum, default_value_t = H2Server::H2)]
+    pub h2_server: H2Server,
     /// Certificate chain (PEM): serve HTTPS with ALPN h2, http/1.1.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -52,39 +57,39 @@ pub struct SinkArgs {
     #[arg(long)]
     pub dump: Option<PathBuf>,
     /// Exit after this long (e.g. 30s).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub duration: Option<String>,
     /// Exit once this many unique keys have arrived.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub expect: Option<u64>,
     /// Executors (threads), all on the same port (SO_REUSEPORT).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub threads: usize,
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub cpus: Vec<usize>,
     /// Fraction of requests answered 503.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub fail_rate: f64,
     /// Answer every request with this status.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub status: Option<u16>,
     /// Delay before answering, ms: fixed ("5") or a uniform spread ("5-50").
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub delay_ms: Option<String>,
     /// Fraction of requests whose connection is dropped instead of answered.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub reset_rate: f64,
     /// Answer the first N requests, then none.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub stall_after: Option<u64>,
     /// Refuse connections (and drop open ones) for this many seconds…
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub down_for: Option<f64>,
     /// …starting this many seconds after start.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub down_at: f64,
     /// Seed of the per-request fault choice.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
     /// Print the summary as JSON on stdout at exit.
     #[arg(long)]
@@ -98,6 +103,12 @@ pub struct SinkArgs {
     /// Draw latency by percentile as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum H2Server {
+    H2,
+    Lite,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -140,17 +151,21 @@ pub struct Shared {
     pub decoder: Decoder,
     pub faults: Faults,
     pub protocol: Protocol,
+    pub h2_server: H2Server,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub ts_bin: String,
     pub started: Instant,
     pub request_number: AtomicU64,
-    pub stats: Mutex<Stats>,
+    /// One set of counts per executor, merged when reported: an executor
+    /// only ever takes its own lock (the reporter's once a second aside).
+    slots: Vec<Mutex<Counts>>,
+    next_slot: AtomicUsize,
+    pub unique: Unique,
     pub dump: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
 }
 
-/// What the sink counted.
-#[derive(Default)]
-pub struct Stats {
+/// What one executor counted.
+pub struct Counts {
     pub connections: u64,
     pub refused_connections: u64,
     pub requests: u64,
@@ -161,66 +176,203 @@ pub struct Stats {
     pub records: u64,
     pub writes: u64,
     pub deletes: u64,
-    pub unique: HashSet<[u8; 20]>,
     pub duplicates: u64,
     /// Records in requests not answered 2xx (or not answered at all).
     pub rejected_records: u64,
-    pub status: BTreeMap<u16, u64>,
+    /// Answers by status code (index: the code).
+    pub status: Vec<u64>,
     pub forced: u64,
     pub failed: u64,
     pub resets: u64,
     pub stalled: u64,
     pub decode_errors: u64,
-    pub hist: Option<Hist>,
+    /// HTTP/2 connections closed with a GOAWAY for a protocol error (h2lite).
+    pub h2_protocol_errors: u64,
+    pub hist: Hist,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            connections: 0,
+            refused_connections: 0,
+            requests: 0,
+            h1_requests: 0,
+            h2_requests: 0,
+            bytes: 0,
+            records: 0,
+            writes: 0,
+            deletes: 0,
+            duplicates: 0,
+            rejected_records: 0,
+            status: vec![0; 600],
+            forced: 0,
+            failed: 0,
+            resets: 0,
+            stalled: 0,
+            decode_errors: 0,
+            h2_protocol_errors: 0,
+            hist: hist::new_hist(),
+        }
+    }
+}
+
+impl Counts {
+    /// Counts an answer (statuses are checked to be 100..=599).
+    pub fn answered(&mut self, status: u16) {
+        if let Some(n) = self.status.get_mut(usize::from(status)) {
+            *n += 1;
+        }
+    }
+
+    fn add(&mut self, o: &Counts) {
+        self.connections += o.connections;
+        self.refused_connections += o.refused_connections;
+        self.requests += o.requests;
+        self.h1_requests += o.h1_requests;
+        self.h2_requests += o.h2_requests;
+        self.bytes += o.bytes;
+        self.records += o.records;
+        self.writes += o.writes;
+        self.deletes += o.deletes;
+        self.duplicates += o.duplicates;
+        self.rejected_records += o.rejected_records;
+        for (a, b) in self.status.iter_mut().zip(&o.status) {
+            *a += b;
+        }
+        self.forced += o.forced;
+        self.failed += o.failed;
+        self.resets += o.resets;
+        self.stalled += o.stalled;
+        self.decode_errors += o.decode_errors;
+        self.h2_protocol_errors += o.h2_protocol_errors;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.hist.add(&o.hist);
+    }
+}
+
+/// The unique keys (by digest), in shards picked by a digest byte so that
+/// executors seldom meet on one lock.
+pub struct Unique {
+    shards: Vec<Mutex<HashSet<[u8; 20], DigestHash>>>,
+}
+
+const UNIQUE_SHARDS: usize = 16;
+
+impl Unique {
+    fn new() -> Self {
+        Unique {
+            shards: (0..UNIQUE_SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// True when the digest is new.
+    pub fn insert(&self, digest: &[u8; 20]) -> bool {
+        let shard = &self.shards[usize::from(digest[19]) % UNIQUE_SHARDS];
+        shard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*digest)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Digests are RIPEMD-160 outputs, already uniform: a multiply-fold of
+/// their bytes (FxHash's) is enough, and much cheaper than SipHash.
+#[derive(Default, Clone, Copy)]
+pub struct DigestHash;
+
+impl std::hash::BuildHasher for DigestHash {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What the sink counted, all executors together.
+pub struct Stats {
+    pub counts: Counts,
+    pub unique: u64,
 }
 
 impl Stats {
     fn class(&self, lo: u16, hi: u16) -> u64 {
-        self.status.range(lo..hi).map(|(_, n)| n).sum()
+        self.counts.status[usize::from(lo)..usize::from(hi)]
+            .iter()
+            .sum()
     }
 
     pub fn json(&self) -> serde_json::Value {
-        let empty = hist::new_hist();
-        let h = self.hist.as_ref().unwrap_or(&empty);
-        let by_code: serde_json::Map<String, serde_json::Value> = self
+        let c = &self.counts;
+        let by_code: serde_json::Map<String, serde_json::Value> = c
             .status
             .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
             .map(|(k, v)| (k.to_string(), (*v).into()))
             .collect();
         serde_json::json!({
-            "connections": self.connections,
-            "refused_connections": self.refused_connections,
-            "requests": self.requests,
-            "h1_requests": self.h1_requests,
-            "h2_requests": self.h2_requests,
-            "bytes": self.bytes,
-            "records": self.records,
-            "writes": self.writes,
-            "deletes": self.deletes,
-            "unique_keys": self.unique.len(),
-            "duplicates": self.duplicates,
-            "rejected_records": self.rejected_records,
-            "status": {"2xx": self.class(200, 300), "4xx": self.class(400, 500), "5xx": self.class(500, 600), "forced": self.forced, "failed": self.failed, "by_code": by_code},
-            "resets": self.resets,
-            "stalled": self.stalled,
-            "decode_errors": self.decode_errors,
-            "latency_us": hist::json(h),
+            "connections": c.connections,
+            "refused_connections": c.refused_connections,
+            "requests": c.requests,
+            "h1_requests": c.h1_requests,
+            "h2_requests": c.h2_requests,
+            "bytes": c.bytes,
+            "records": c.records,
+            "writes": c.writes,
+            "deletes": c.deletes,
+            "unique_keys": self.unique,
+            "duplicates": c.duplicates,
+            "rejected_records": c.rejected_records,
+            "status": {"2xx": self.class(200, 300), "4xx": self.class(400, 500), "5xx": self.class(500, 600), "forced": c.forced, "failed": c.failed, "by_code": by_code},
+            "resets": c.resets,
+            "stalled": c.stalled,
+            "decode_errors": c.decode_errors,
+            "h2_protocol_errors": c.h2_protocol_errors,
+            "latency_us": hist::json(&c.hist),
         })
     }
 
     fn line(&self, secs: f64, last_requests: u64, last_records: u64) -> String {
+        let c = &self.counts;
         format!(
             "sink: {:>8.0} req/s {:>9.0} rec/s  requests {:>9}  records {:>10}  unique {:>9}  dup {:>7}  5xx {:>6}  resets {:>5}  decode errors {:>4}  p99 {:>9.3} ms",
-            (self.requests - last_requests) as f64 / secs,
-            (self.records - last_records) as f64 / secs,
-            self.requests,
-            self.records,
-            self.unique.len(),
-            self.duplicates,
+            (c.requests - last_requests) as f64 / secs,
+            (c.records - last_records) as f64 / secs,
+            c.requests,
+            c.records,
+            self.unique,
+            c.duplicates,
             self.class(500, 600),
-            self.resets,
-            self.decode_errors,
-            self.hist.as_ref().filter(|h| !h.is_empty()).map_or(0.0, |h| h.value_at_percentile(99.0) as f64 / 1000.0),
+            c.resets,
+            c.decode_errors,
+            if c.hist.is_empty() { 0.0 } else { c.hist.value_at_percentile(99.0) as f64 / 1000.0 },
         )
     }
 }
@@ -262,6 +414,14 @@ impl Shared {
         if a.threads == 0 {
             return Err(bad("threads", "must be at least 1"));
         }
+        if a.cpus.len() > a.threads {
+            return Err(bad(
+                "cpus",
+                format!("{} CPUs for {} threads", a.cpus.len(), a.threads),
+            ));
+        }
+        hist::check_outputs(a.hist_out.as_deref(), a.plot.as_deref())
+            .map_err(|(flag, why)| bad(flag, why))?;
         if let Some(s) = a.status {
             if !(100..=599).contains(&s) {
                 return Err(bad("status", format!("{s} is not an HTTP status")));
@@ -331,14 +491,14 @@ impl Shared {
                 seed: a.seed,
             },
             protocol: a.protocol,
+            h2_server: a.h2_server,
             tls,
             ts_bin: a.ts_bin.clone(),
             started: Instant::now(),
             request_number: AtomicU64::new(0),
-            stats: Mutex::new(Stats {
-                hist: Some(hist::new_hist()),
-                ..Stats::default()
-            }),
+            slots: (0..a.threads).map(|_| Mutex::default()).collect(),
+            next_slot: AtomicUsize::new(0),
+            unique: Unique::new(),
             dump,
         })
     }
@@ -351,9 +511,29 @@ impl Shared {
         })
     }
 
-    pub fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+    /// A slot of counts for a starting executor (one each).
+    pub fn take_slot(&self) -> usize {
+        self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len().max(1)
+    }
+
+    /// An executor's counts.
+    pub fn counts(&self, slot: usize) -> std::sync::MutexGuard<'_, Counts> {
         // A poisoned lock means a panic elsewhere already; the counts are still the best we have.
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+        self.slots[slot % self.slots.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// All executors' counts together.
+    pub fn stats(&self) -> Stats {
+        let mut counts = Counts::default();
+        for slot in 0..self.slots.len() {
+            counts.add(&self.counts(slot));
+        }
+        Stats {
+            counts,
+            unique: self.unique.len(),
+        }
     }
 }
 
@@ -398,9 +578,7 @@ pub fn run(args: SinkArgs) -> ExitCode {
     let (mut last_req, mut last_rec) = (0, 0);
     loop {
         std::thread::sleep(Duration::from_millis(20));
-        let done_expect = args
-            .expect
-            .is_some_and(|n| shared.stats().unique.len() as u64 >= n);
+        let done_expect = args.expect.is_some_and(|n| shared.unique.len() >= n);
         let done_time = duration.is_some_and(|d| started.elapsed() >= d);
         if stop.load(Ordering::Relaxed) || done_expect || done_time {
             break;
@@ -412,7 +590,7 @@ pub fn run(args: SinkArgs) -> ExitCode {
             if !args.quiet {
                 eprintln!("{}", st.line(secs, last_req, last_rec));
             }
-            (last_req, last_rec) = (st.requests, st.records);
+            (last_req, last_rec) = (st.counts.requests, st.counts.records);
         }
     }
     if let Some(d) = &shared.dump {
@@ -422,17 +600,17 @@ pub fn run(args: SinkArgs) -> ExitCode {
         }
     }
     let st = shared.stats();
-    let h = st.hist.clone().unwrap_or_else(hist::new_hist);
+    let h = &st.counts.hist;
     eprintln!(
         "{}",
         st.line(started.elapsed().as_secs_f64().max(1e-9), 0, 0)
     );
     eprint!(
         "{}",
-        hist::table(&h, "record latency (generator send → sink)")
+        hist::table(h, "record latency (generator send → sink)")
     );
     if let Err(e) = hist::write_outputs(
-        &h,
+        h,
         args.hist_out.as_deref(),
         args.plot.as_deref(),
         "sluice sink: record latency by percentile",
