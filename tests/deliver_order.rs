@@ -215,7 +215,14 @@ fn gen_on_hot_keys_over_two_shards_loses_nothing() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["gen", "--json", "--quiet", "--target"])
         .arg(sluice.xdr.to_string())
-        .args(["--connections", "8", "--records", "4000", "--key-space", "1000"])
+        .args([
+            "--connections",
+            "8",
+            "--records",
+            "4000",
+            "--key-space",
+            "1000",
+        ])
         .args(["--hot-keys", "0.01", "--hot-share", "0.9"])
         .output()
         .unwrap();

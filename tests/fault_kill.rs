@@ -30,7 +30,7 @@ fn config(port: u16, sink: &str) -> String {
 }
 
 fn received(s: &Sluice) -> u64 {
-    metric(&s.metrics(), "sluice_records_received_total")
+    metric_in(&s.metrics(), "sluice_records_received_total")
 }
 
 /// Waits (at most 60 s) until `s` has received `n` records.

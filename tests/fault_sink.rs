@@ -200,7 +200,7 @@ fn one_sink_case(
 
 /// A sluice destination counter of the run.
 fn dest_metric(r: &Run, what: &str) -> u64 {
-    metric(
+    metric_in(
         &r.metrics,
         &format!("sluice_destination_{what}_total{{destination=\"sink\"}}"),
     )

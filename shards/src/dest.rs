@@ -975,6 +975,7 @@ mod tests {
                 initial_backoff: Duration::ZERO,
                 max_backoff: Duration::ZERO,
                 retry_statuses: StatusSet(vec![]),
+                drop_statuses: StatusSet(vec![]),
             },
         }
     }

@@ -255,11 +255,7 @@ pub fn metric(manage: SocketAddr, name: &str) -> i64 {
     .unwrap();
     let mut text = String::new();
     conn.read_to_string(&mut text).unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as i64)
+    metric_in(&text, name) as i64
 }
 
 #[path = "../../shards/tests/common/xdr_client.rs"]
@@ -616,10 +612,12 @@ impl Sluice {
     }
 }
 
-/// The value of the Prometheus sample `name` (labels included), 0 when absent.
-pub fn metric(text: &str, name: &str) -> u64 {
+/// The value of the Prometheus sample `name` in a scrape's `text` (`name`
+/// may carry labels; without them, the first series of that name), 0 when
+/// absent.
+pub fn metric_in(text: &str, name: &str) -> u64 {
     text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0, |v| v as u64)
@@ -633,7 +631,7 @@ impl Sluice {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let text = self.metrics();
-            if metric(&text, "sluice_records_in_flight") == 0 {
+            if metric_in(&text, "sluice_records_in_flight") == 0 {
                 return;
             }
             assert!(
