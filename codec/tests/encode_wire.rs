@@ -695,3 +695,31 @@ fn avro_unions_that_depend_on_the_value_ask_each_branch() {
         ]
     );
 }
+
+#[test]
+fn avro_a_record_that_wraps_itself_is_a_mismatch_not_a_crash() {
+    // A value that fits `A` fits it again inside A's own union: the
+    // first-branch rule would wrap it forever.
+    let schema = r#"{"type": "record", "name": "R", "fields": [
+      {"name": "x", "type": ["null", {"type": "record", "name": "A", "fields": [
+        {"name": "v", "type": ["A", "long"]}
+      ]}]}
+    ]}"#;
+    let enc = Encoder::avro(schema, true).unwrap();
+    let m = write_msg(
+        "ns",
+        None,
+        Some(Key::Int(1)),
+        vec![BinSpec::new("x", ValueSpec::Int(7))],
+    )
+    .from_xdr(LUT);
+    let err = encode_frame(&enc, &m.to_vec().unwrap(), &BinPolicy::all()).unwrap_err();
+    assert!(
+        matches!(err, EncodeError::AvroMismatch(ref m) if m.starts_with("\"x\": a integer value does not fit")),
+        "{err}"
+    );
+    // A bin with nothing to wrap is still written: the field's null.
+    let m = write_msg("ns", None, Some(Key::Int(1)), vec![]).from_xdr(LUT);
+    let out = encode_frame(&enc, &m.to_vec().unwrap(), &BinPolicy::all()).unwrap();
+    assert_eq!(out, [0]);
+}

@@ -203,9 +203,10 @@ pub struct AvroFormat {
 const MAX_SCHEMA_TEXT: usize = 200;
 
 /// Most single-field records and unions a value may pass through without
-/// being written: bounds `accepts` on a schema whose one-field record holds
-/// itself.
-const MAX_WRAPS: usize = 16;
+/// being written. Bounds the search for a branch, and the writing, on a
+/// schema whose one-field record holds itself through a union (where the
+/// first-branch rule would wrap the value forever: a mismatch instead).
+const MAX_WRAPS: usize = 8;
 
 /// Compiles `apache_avro` schemas into plan nodes.
 struct Compiler<'s> {
@@ -754,7 +755,7 @@ impl AvroFormat {
                 }
             };
             let mut none = Reader::new(&[]);
-            self.convert(item, &mut none, f.node, 0, Label::Meta(&f.name), out)?;
+            self.convert(item, &mut none, f.node, (0, 0), Label::Meta(&f.name), out)?;
         }
         Ok(())
     }
@@ -791,7 +792,7 @@ impl AvroFormat {
                 items.elements(),
             ),
         };
-        self.convert(item, &mut r, node, 0, label, out)
+        self.convert(item, &mut r, node, (0, 0), label, out)
     }
 
     /// Whether `node` (or a branch of it) takes a value of `e`'s kind.
@@ -809,13 +810,14 @@ impl AvroFormat {
     }
 
     /// Writes `e` (its elements read from `r` when it is a list or map) as
-    /// `node`.
+    /// `node`. `depth`: collections around `e`; `wraps`: unions and
+    /// one-field records passed through since the last one.
     fn convert(
         &self,
         e: Elem<'_>,
         r: &mut Reader<'_>,
         node: NodeId,
-        depth: usize,
+        (depth, wraps): (usize, usize),
         label: Label<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
@@ -843,7 +845,7 @@ impl AvroFormat {
                         .ok_or_else(no_fit)?,
                 };
                 write_long(out, i as i64);
-                self.convert(e, r, branches[i], depth, label, out)
+                self.convert(e, r, branches[i], (depth, wraps + 1), label, out)
             }
             Node::Record(fields) if fields.len() == 1 => {
                 let wrap = match self.plan.picks[node][kind(&e)] {
@@ -851,10 +853,10 @@ impl AvroFormat {
                     Pick::NoFit => false,
                     Pick::Ask => self.accepts(&e, fields[0].1, 0),
                 };
-                if !wrap {
+                if !wrap || wraps >= MAX_WRAPS {
                     return Err(no_fit());
                 }
-                self.convert(e, r, fields[0].1, depth, label, out)
+                self.convert(e, r, fields[0].1, (depth, wraps + 1), label, out)
             }
             Node::Array(items) => {
                 let Elem::List { len, .. } = e else {
@@ -864,7 +866,7 @@ impl AvroFormat {
                     write_long(out, i64::from(len));
                     for _ in 0..len {
                         let x = self.next_elem(r, label)?;
-                        self.convert(x, r, *items, depth + 1, label, out)?;
+                        self.convert(x, r, *items, (depth + 1, 0), label, out)?;
                     }
                 }
                 write_long(out, 0);
@@ -880,7 +882,7 @@ impl AvroFormat {
                         let k = self.next_elem(r, label)?;
                         self.key(k, label, out)?;
                         let x = self.next_elem(r, label)?;
-                        self.convert(x, r, *values, depth + 1, label, out)?;
+                        self.convert(x, r, *values, (depth + 1, 0), label, out)?;
                     }
                 }
                 write_long(out, 0);
