@@ -212,11 +212,32 @@ fn timer_thread() -> &'static Arc<TimerThread> {
 
 /// Connects with a timeout and sets TCP_NODELAY (before any TLS handshake:
 /// requests and acks are small and must not wait for Nagle).
+///
+/// The timeout is a glommio timer raced against a plain connect, not
+/// glommio's `connect_timeout`: that one links an io_uring LINK_TIMEOUT to
+/// the connect, and under a stream of refused connects the shard's reactor
+/// stopped waking up (every timer late forever, `sluice run` deaf to
+/// SIGTERM) — reproduced against a sink that stalled and then went away.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<glommio::net::TcpStream> {
     let timeout = timeout.max(Duration::from_millis(1));
-    let stream = glommio::net::TcpStream::connect_timeout(addr, timeout)
-        .await
-        .map_err(io::Error::from)?;
+    let connect = async {
+        Some(
+            glommio::net::TcpStream::connect(addr)
+                .await
+                .map_err(io::Error::from),
+        )
+    };
+    let stream = futures_lite::future::or(connect, async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
+    .await
+    .unwrap_or_else(|| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect to {addr} timed out after {timeout:?}"),
+        ))
+    })?;
     stream.set_nodelay(true).map_err(io::Error::from)?;
     Ok(stream)
 }
