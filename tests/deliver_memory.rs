@@ -133,11 +133,23 @@ fn rss_stays_flat_while_a_stalled_destination_holds_the_in_flight_bound() {
     let (early, later) = samples.split_at(4);
     let first = early.iter().copied().max().unwrap_or(0);
     let peak = later.iter().copied().max().unwrap_or(0);
-    // Flat: the next 10 s (ten rounds of 1 s timeouts and resends) stay
-    // within 5 % of the early plateau; a per-record leak grows without end.
+    // Bounded: the next 10 s (ten rounds of 1 s timeouts and resends) stay
+    // within 10 % of the early plateau. The allocator may take one more
+    // arena step in that time (seen: +5.8 % once, then flat), so the margin
+    // is wider than the noise; a per-record leak (the latch's wakers held
+    // every finished record's task: +12 % in these 10 s and rising) is not.
     assert!(
-        peak * 100 <= first * 105,
+        peak * 100 <= first * 110,
         "RSS grew from {first} KiB to {peak} KiB while stalled: {samples:?} KiB"
+    );
+    // Flat: the last 5 s grow no more than 3 % over the 5 s before them; a
+    // leak keeps growing, a step does not.
+    let (middle, last) = later.split_at(5);
+    let middle_peak = middle.iter().copied().max().unwrap_or(0);
+    let last_peak = last.iter().copied().max().unwrap_or(0);
+    assert!(
+        last_peak * 100 <= middle_peak * 103,
+        "RSS kept growing while stalled ({middle_peak} KiB, then {last_peak} KiB): {samples:?} KiB"
     );
     // And small per held record: under 8 KiB each (it was ~12 KiB).
     assert!(
