@@ -713,19 +713,17 @@ where
     let mut later: FuturesUnordered<LocalBoxFuture<'static, (u32, u16)>> = FuturesUnordered::new();
     // Set once the connection is to end: what it ends with.
     let mut end: Option<Option<ConnError>> = None;
-    futures_lite::future::poll_fn(|cx| loop {
-        let mut progress = false;
-        if end.is_none() && out.len() - sent < OUT_MAX {
-            match Pin::new(&mut io).poll_read(cx, &mut rbuf[filled..]) {
-                Poll::Ready(Ok(0)) => end = Some(None),
-                Poll::Ready(Ok(n)) => {
-                    progress = true;
-                    filled += n;
-                    let r =
-                        conn.process(
-                            &rbuf[..filled],
-                            &mut out,
-                            &mut |id, ct, body| match on_request(ct, body) {
+    futures_lite::future::poll_fn(|cx| {
+        for _ in 0..ROUNDS_PER_POLL {
+            let mut progress = false;
+            if end.is_none() && out.len() - sent < OUT_MAX {
+                match Pin::new(&mut io).poll_read(cx, &mut rbuf[filled..]) {
+                    Poll::Ready(Ok(0)) => end = Some(None),
+                    Poll::Ready(Ok(n)) => {
+                        progress = true;
+                        filled += n;
+                        let r = conn.process(&rbuf[..filled], &mut out, &mut |id, ct, body| {
+                            match on_request(ct, body) {
                                 Act::Now(s) => Reply::Now(s),
                                 Act::Later(f) => {
                                     later.push(Box::pin(async move { (id, f.await) }));
@@ -733,67 +731,75 @@ where
                                 }
                                 Act::Hold => Reply::Wait,
                                 Act::Drop => Reply::Drop,
-                            },
-                        );
-                    match r {
-                        Ok((used, drop)) => {
-                            rbuf.copy_within(used..filled, 0);
-                            filled -= used;
-                            if drop {
-                                end = Some(None);
+                            }
+                        });
+                        match r {
+                            Ok((used, drop)) => {
+                                rbuf.copy_within(used..filled, 0);
+                                filled -= used;
+                                if drop {
+                                    end = Some(None);
+                                }
+                            }
+                            Err(e) => {
+                                conn.goaway(&e, &mut out);
+                                end = Some(Some(e));
                             }
                         }
-                        Err(e) => {
-                            conn.goaway(&e, &mut out);
-                            end = Some(Some(e));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if end.is_none() {
+                while let Poll::Ready(Some((stream, status))) = later.poll_next_unpin(cx) {
+                    conn.answer_later(stream, status, &mut out);
+                }
+            }
+            if sent < out.len() {
+                match Pin::new(&mut io).poll_write(cx, &out[sent..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        progress = true;
+                        sent += n;
+                        if sent == out.len() {
+                            out.clear();
+                            sent = 0;
+                            unflushed = true;
                         }
                     }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
             }
-        }
-        if end.is_none() {
-            while let Poll::Ready(Some((stream, status))) = later.poll_next_unpin(cx) {
-                conn.answer_later(stream, status, &mut out);
-            }
-        }
-        if sent < out.len() {
-            match Pin::new(&mut io).poll_write(cx, &out[sent..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+            if unflushed {
+                match Pin::new(&mut io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Ok(n)) => {
-                    progress = true;
-                    sent += n;
-                    if sent == out.len() {
-                        out.clear();
-                        sent = 0;
-                        unflushed = true;
-                    }
+            }
+            if out.is_empty() && !unflushed {
+                if let Some(e) = end.take() {
+                    return Poll::Ready(Ok(e));
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
+            }
+            if !progress {
+                return Poll::Pending;
             }
         }
-        if unflushed {
-            match Pin::new(&mut io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => unflushed = false,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-        }
-        if out.is_empty() && !unflushed {
-            if let Some(e) = end.take() {
-                return Poll::Ready(Ok(e));
-            }
-        }
-        if !progress {
-            return Poll::Pending;
-        }
+        // A client that always has more to send must not keep the
+        // executor's other connections waiting: yield, to be polled again.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     })
     .await
 }
+
+/// Rounds of reading, answering and writing one poll of a connection may do.
+const ROUNDS_PER_POLL: usize = 32;
 
 #[cfg(test)]
 #[path = "h2lite_tests.rs"]
