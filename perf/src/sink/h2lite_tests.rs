@@ -331,3 +331,30 @@ fn a_drop_stops_processing() {
     assert_eq!(seen.len(), 1);
     assert_eq!(out, vec![(SETTINGS, ACK, 0, vec![])]);
 }
+
+#[test]
+fn bodies_held_past_the_cap_close_the_connection() {
+    let mut c = Conn::new();
+    let mut out = Vec::new();
+    c.start(&mut out);
+    let mut input = hello();
+    input.extend(frame(HEADERS, END_HEADERS, 1, &post_block()));
+    let (used, _) = c
+        .process(&input, &mut out, &mut |_, _, _| Reply::Now(200))
+        .expect("valid input");
+    assert_eq!(used, input.len());
+    // One stream's body, never ended: its window is raised as it comes, the
+    // connection's too, until the cap on what one connection holds.
+    let data = frame(DATA, 0, 1, &vec![b' '; MAX_FRAME]);
+    let mut frames = 0;
+    let e = loop {
+        match c.process(&data, &mut out, &mut |_, _, _| Reply::Now(200)) {
+            Ok((n, false)) => assert_eq!(n, data.len()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+        frames += 1;
+    };
+    assert_eq!(frames, BODY_CAP / MAX_FRAME);
+    assert_eq!(e.code, ENHANCE_YOUR_CALM, "{e}");
+}
