@@ -21,7 +21,7 @@ cargo build --release --bin sluice
 echo "== fuzz (${FUZZ_RUNS:=20000} runs per target)"
 if command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz; then
   if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none -O >/dev/null 2>&1); then
-    (cd fuzz && ./seed.sh && for t in frame encode; do
+    (cd fuzz && ./seed.sh && for t in frame encode avro; do
       RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -s none -O -- -runs="$FUZZ_RUNS" 2>&1 | tail -n 2
       test "${PIPESTATUS[0]}" -eq 0
     done)
