@@ -121,33 +121,73 @@ fn h2load_requests_are_all_counted() {
     std::fs::write(&data, body(D2)).unwrap();
     // Two executors: h2load's connections spread over both, and the counts
     // (the unique keys above all) must still come out exact when merged.
-    let (c, port) = sink(&["--threads", "2"]);
-    let out = Command::new("h2load")
-        .args([
-            "-n",
-            "500",
-            "-c",
-            "4",
-            "-m",
-            "10",
-            "-t",
-            "1",
-            "-d",
-            data.to_str().unwrap(),
-            "-H",
-            "content-type: application/json",
-        ])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("500 succeeded"), "{text}");
-    let j = finish(c);
-    assert_eq!(j["h2_requests"], 500);
-    assert_eq!(j["records"], 500);
-    assert_eq!(j["unique_keys"], 1);
-    assert_eq!(j["duplicates"], 499);
+    // Both HTTP/2 servers: the sink's own (the default) and the h2 crate's.
+    for server in ["lite", "h2"] {
+        let (c, port) = sink(&["--threads", "2", "--h2-server", server]);
+        let out = Command::new("h2load")
+            .args([
+                "-n",
+                "500",
+                "-c",
+                "4",
+                "-m",
+                "10",
+                "-t",
+                "1",
+                "-d",
+                data.to_str().unwrap(),
+                "-H",
+                "content-type: application/json",
+            ])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("500 succeeded"), "{text}");
+        let j = finish(c);
+        assert_eq!(j["h2_requests"], 500);
+        assert_eq!(j["records"], 500);
+        assert_eq!(j["unique_keys"], 1);
+        assert_eq!(j["duplicates"], 499);
+        assert_eq!(j["h2_protocol_errors"], 0);
+    }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_h2_protocol_error_gets_goaway_and_is_counted() {
+    use std::io::{Read, Write};
+    let (c, port) = sink(&[]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // The preface, an empty SETTINGS, then a PING of 4 bytes (it must have 8).
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    hello.extend_from_slice(&[0, 0, 4, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+    s.write_all(&hello).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    // The frames that came back, until the connection closed: the last is
+    // GOAWAY (7) with FRAME_SIZE_ERROR (6) and the reason.
+    let mut at = 0;
+    let mut last = None;
+    while at + 9 <= got.len() {
+        let len =
+            usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
+        last = Some((got[at + 3], got[at + 9..at + 9 + len].to_vec()));
+        at += 9 + len;
+    }
+    assert_eq!(at, got.len(), "{got:?}");
+    let (ty, payload) = last.unwrap();
+    assert_eq!(ty, 7, "{got:?}");
+    assert_eq!(payload[4..8], [0, 0, 0, 6]);
+    assert_eq!(String::from_utf8_lossy(&payload[8..]), "a 4-byte PING");
+    // Nothing else is harmed.
+    assert_eq!(curl(port, &["--http2-prior-knowledge"], &body(D1)), "200");
+    let j = finish(c);
+    assert_eq!(j["h2_protocol_errors"], 1);
+    assert_eq!(j["records"], 1);
 }
 
 #[test]

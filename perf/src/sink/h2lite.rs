@@ -198,6 +198,60 @@ fn unpad<'a>(flags: u8, p: &'a [u8], what: &str) -> Result<&'a [u8], ConnError> 
     Ok(&rest[..rest.len() - pad])
 }
 
+/// An HPACK integer with an `n`-bit prefix at the start of `b`: its value
+/// and length (RFC 7541 §5.1), at most 4 continuation bytes.
+fn hpack_int(b: &[u8], n: u32) -> Result<(usize, usize), &'static str> {
+    let mask = (1usize << n) - 1;
+    let first = usize::from(*b.first().ok_or("an integer cut short")?) & mask;
+    if first < mask {
+        return Ok((first, 1));
+    }
+    let mut v = mask;
+    for (i, &c) in b.iter().enumerate().skip(1).take(4) {
+        v += usize::from(c & 0x7f) << (7 * (i - 1));
+        if c & 0x80 == 0 {
+            return Ok((v, i + 1));
+        }
+    }
+    Err("an integer cut short or too long")
+}
+
+/// Walks a header block's representations without decoding them, and
+/// refuses a dynamic table size update that is cut short or follows a
+/// header field (RFC 7541 §4.2). fluke-hpack 0.3.1 panics on the first
+/// (an `unwrap` on the size's integer), so no such block may reach it.
+fn walk_hpack(block: &[u8]) -> Result<(), &'static str> {
+    let mut at = 0;
+    let mut fields = false;
+    while at < block.len() {
+        let b = block[at];
+        let rest = &block[at..];
+        if b & 0x80 != 0 {
+            at += hpack_int(rest, 7)?.1;
+        } else if b & 0xe0 == 0x20 {
+            if fields {
+                return Err("a dynamic table size update after a header field");
+            }
+            at += hpack_int(rest, 5)?.1;
+            continue;
+        } else {
+            let prefix = if b & 0x40 != 0 { 6 } else { 4 };
+            let (name, mut used) = hpack_int(rest, prefix)?;
+            // A literal name, then the value: each a length and the bytes.
+            for _ in 0..if name == 0 { 2 } else { 1 } {
+                let (len, n) = hpack_int(&rest[used..], 7)?;
+                used = used
+                    .checked_add(n + len)
+                    .filter(|&u| u <= rest.len())
+                    .ok_or("a string past the end of the block")?;
+            }
+            at += used;
+        }
+        fields = true;
+    }
+    Ok(())
+}
+
 impl Conn {
     pub fn new() -> Self {
         let mut hpack = fluke_hpack::Decoder::new();
@@ -474,6 +528,12 @@ impl Conn {
         out: &mut Vec<u8>,
         on_request: &mut OnRequest<'_>,
     ) -> Result<bool, ConnError> {
+        if let Err(why) = walk_hpack(block) {
+            return fail(
+                COMPRESSION_ERROR,
+                format!("stream {stream}: header block: {why}"),
+            );
+        }
         let mut content_type: Option<Rc<str>> = None;
         let mut method = false;
         let last = &self.last_content_type;
@@ -713,19 +773,17 @@ where
     let mut later: FuturesUnordered<LocalBoxFuture<'static, (u32, u16)>> = FuturesUnordered::new();
     // Set once the connection is to end: what it ends with.
     let mut end: Option<Option<ConnError>> = None;
-    futures_lite::future::poll_fn(|cx| loop {
-        let mut progress = false;
-        if end.is_none() && out.len() - sent < OUT_MAX {
-            match Pin::new(&mut io).poll_read(cx, &mut rbuf[filled..]) {
-                Poll::Ready(Ok(0)) => end = Some(None),
-                Poll::Ready(Ok(n)) => {
-                    progress = true;
-                    filled += n;
-                    let r =
-                        conn.process(
-                            &rbuf[..filled],
-                            &mut out,
-                            &mut |id, ct, body| match on_request(ct, body) {
+    futures_lite::future::poll_fn(|cx| {
+        for _ in 0..ROUNDS_PER_POLL {
+            let mut progress = false;
+            if end.is_none() && out.len() - sent < OUT_MAX {
+                match Pin::new(&mut io).poll_read(cx, &mut rbuf[filled..]) {
+                    Poll::Ready(Ok(0)) => end = Some(None),
+                    Poll::Ready(Ok(n)) => {
+                        progress = true;
+                        filled += n;
+                        let r = conn.process(&rbuf[..filled], &mut out, &mut |id, ct, body| {
+                            match on_request(ct, body) {
                                 Act::Now(s) => Reply::Now(s),
                                 Act::Later(f) => {
                                     later.push(Box::pin(async move { (id, f.await) }));
@@ -733,67 +791,75 @@ where
                                 }
                                 Act::Hold => Reply::Wait,
                                 Act::Drop => Reply::Drop,
-                            },
-                        );
-                    match r {
-                        Ok((used, drop)) => {
-                            rbuf.copy_within(used..filled, 0);
-                            filled -= used;
-                            if drop {
-                                end = Some(None);
+                            }
+                        });
+                        match r {
+                            Ok((used, drop)) => {
+                                rbuf.copy_within(used..filled, 0);
+                                filled -= used;
+                                if drop {
+                                    end = Some(None);
+                                }
+                            }
+                            Err(e) => {
+                                conn.goaway(&e, &mut out);
+                                end = Some(Some(e));
                             }
                         }
-                        Err(e) => {
-                            conn.goaway(&e, &mut out);
-                            end = Some(Some(e));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if end.is_none() {
+                while let Poll::Ready(Some((stream, status))) = later.poll_next_unpin(cx) {
+                    conn.answer_later(stream, status, &mut out);
+                }
+            }
+            if sent < out.len() {
+                match Pin::new(&mut io).poll_write(cx, &out[sent..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        progress = true;
+                        sent += n;
+                        if sent == out.len() {
+                            out.clear();
+                            sent = 0;
+                            unflushed = true;
                         }
                     }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
             }
-        }
-        if end.is_none() {
-            while let Poll::Ready(Some((stream, status))) = later.poll_next_unpin(cx) {
-                conn.answer_later(stream, status, &mut out);
-            }
-        }
-        if sent < out.len() {
-            match Pin::new(&mut io).poll_write(cx, &out[sent..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+            if unflushed {
+                match Pin::new(&mut io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Ok(n)) => {
-                    progress = true;
-                    sent += n;
-                    if sent == out.len() {
-                        out.clear();
-                        sent = 0;
-                        unflushed = true;
-                    }
+            }
+            if out.is_empty() && !unflushed {
+                if let Some(e) = end.take() {
+                    return Poll::Ready(Ok(e));
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
+            }
+            if !progress {
+                return Poll::Pending;
             }
         }
-        if unflushed {
-            match Pin::new(&mut io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => unflushed = false,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-        }
-        if out.is_empty() && !unflushed {
-            if let Some(e) = end.take() {
-                return Poll::Ready(Ok(e));
-            }
-        }
-        if !progress {
-            return Poll::Pending;
-        }
+        // A client that always has more to send must not keep the
+        // executor's other connections waiting: yield, to be polled again.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     })
     .await
 }
+
+/// Rounds of reading, answering and writing one poll of a connection may do.
+const ROUNDS_PER_POLL: usize = 32;
 
 #[cfg(test)]
 #[path = "h2lite_tests.rs"]

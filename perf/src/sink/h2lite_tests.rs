@@ -331,3 +331,63 @@ fn a_drop_stops_processing() {
     assert_eq!(seen.len(), 1);
     assert_eq!(out, vec![(SETTINGS, ACK, 0, vec![])]);
 }
+
+#[test]
+fn bodies_held_past_the_cap_close_the_connection() {
+    let mut c = Conn::new();
+    let mut out = Vec::new();
+    c.start(&mut out);
+    let mut input = hello();
+    input.extend(frame(HEADERS, END_HEADERS, 1, &post_block()));
+    let (used, _) = c
+        .process(&input, &mut out, &mut |_, _, _| Reply::Now(200))
+        .expect("valid input");
+    assert_eq!(used, input.len());
+    // One stream's body, never ended: its window is raised as it comes, the
+    // connection's too, until the cap on what one connection holds.
+    let data = frame(DATA, 0, 1, &vec![b' '; MAX_FRAME]);
+    let mut frames = 0;
+    let e = loop {
+        match c.process(&data, &mut out, &mut |_, _, _| Reply::Now(200)) {
+            Ok((n, false)) => assert_eq!(n, data.len()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+        frames += 1;
+    };
+    assert_eq!(frames, BODY_CAP / MAX_FRAME);
+    assert_eq!(e.code, ENHANCE_YOUR_CALM, "{e}");
+}
+
+#[test]
+fn hpack_blocks_fluke_would_panic_on_are_refused() {
+    // A size update cut short (5-bit prefix full, no continuation byte), at
+    // the end of a block; a size update after a field; a string past the end.
+    for block in [
+        &[0x3f][..],
+        &[0x82, 0x3f, 0x01],
+        &[0x82, 0x20],
+        &[0x0f, 0x10, 5, b'a'],
+    ] {
+        let mut input = hello();
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, block));
+        let (r, seen, _) = run(&input, input.len(), Reply::Now(200));
+        assert_eq!(r.map_err(|e| e.code), Err(COMPRESSION_ERROR), "{block:?}");
+        assert!(seen.is_empty());
+    }
+    // A size update at the start, within the table's size, is fine.
+    let mut input = hello();
+    input.extend(frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &[0x3f, 0x01, 0x82],
+    ));
+    let (r, seen, _) = run(&input, input.len(), Reply::Now(200));
+    assert_eq!(r, Ok(()));
+    assert_eq!(seen.len(), 1);
+    // The RFC 7541 C.4 blocks walk cleanly (checked end to end above); so do
+    // integers at their longest.
+    assert_eq!(hpack_int(&[0x1f, 0x9a, 0x0a], 5), Ok((1337, 3)));
+    assert!(hpack_int(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0xff], 5).is_err());
+}

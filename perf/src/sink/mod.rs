@@ -30,8 +30,8 @@ pub struct SinkArgs {
     /// h1, h2c (prior knowledge) or auto (detects the HTTP/2 preface; with TLS, ALPN decides).
     #[arg(long, value_enum, default_value_t = Protocol::Auto)]
     pub protocol: Protocol,
-    /// The HTTP/2 server: h2 (the h2 crate) or lite (the sink's own, leaner).
-    #[arg(long, value_enum, default_value_t = H2Server::H2)]
+    /// The HTTP/2 server: lite (the sink's own, leaner) or h2 (the h2 crate).
+    #[arg(long, value_enum, default_value_t = H2Server::Lite)]
     pub h2_server: H2Server,
     /// Certificate chain (PEM): serve HTTPS with ALPN h2, http/1.1.
     #[arg(long, requires = "tls_key")]

@@ -1,10 +1,13 @@
 //! The sink's serving side: executors on one port (SO_REUSEPORT), TLS with
-//! ALPN, protocol detection, HTTP/1.1 through hyper and HTTP/2 through h2,
-//! and the per-request path — decode, choose the fault, count, answer.
+//! ALPN, protocol detection, HTTP/1.1 through hyper and HTTP/2 through the
+//! sink's own server ([`h2lite`], the default) or the h2 crate
+//! (`--h2-server h2`), and the per-request path — decode, choose the fault,
+//! count, answer.
 //!
 //! HTTP/2 is served for throughput: a connection's requests are answered in
 //! its own task, synchronously when the body is complete (the common case),
-//! and the answers of one round go out in one write (see [`Coalesce`]).
+//! and the answers of one round go out in one write (h2lite does so by
+//! design; under h2 see [`Coalesce`]).
 
 use super::decode::Rec;
 use super::h2lite::{self, Act};
