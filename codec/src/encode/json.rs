@@ -59,35 +59,67 @@ fn needs_escape(w: u64) -> bool {
     below_space | zero(w ^ (u64::from(b'"') * ONES)) | zero(w ^ (u64::from(b'\\') * ONES)) != 0
 }
 
-/// Appends `s` as a JSON string, quotes included.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            if !needs_escape(u64::from_le_bytes(w)) {
-                i += 8;
-                continue;
+/// True when no byte of `bytes` must be escaped. Short text (most names,
+/// keys and values) is tested as one or two overlapping words rather than
+/// byte by byte: overlap only tests a byte twice.
+fn is_clean(bytes: &[u8]) -> bool {
+    let word = |b: &[u8; 8]| u64::from_le_bytes(*b);
+    let n = bytes.len();
+    if n >= 8 {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            if let Ok(c) = <&[u8; 8]>::try_from(c) {
+                if needs_escape(word(c)) {
+                    return false;
+                }
             }
         }
-        let end = (i + 8).min(bytes.len());
-        while i < end {
-            let b = bytes[i];
-            let esc = ESCAPE[usize::from(b)];
-            if esc != 0 {
-                out.extend_from_slice(&bytes[start..i]);
-                escape_byte(out, b, esc);
-                start = i + 1;
-            }
-            i += 1;
+        // The last 8 bytes cover what `chunks_exact` left over.
+        return chunks.remainder().is_empty()
+            || bytes
+                .last_chunk::<8>()
+                .is_none_or(|c| !needs_escape(word(c)));
+    }
+    let w = if n >= 4 {
+        let (Some(a), Some(b)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) else {
+            return false;
+        };
+        u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 32
+    } else if let (Some(&a), Some(&b), Some(&c)) = (bytes.first(), bytes.get(n / 2), bytes.last()) {
+        // Padded with `a` itself, so the padding needs escape only if `a` does.
+        u64::from_le_bytes([a, b, c, a, a, a, a, a])
+    } else {
+        return true;
+    };
+    !needs_escape(w)
+}
+
+/// Appends `s` as a JSON string, quotes included.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if is_clean(bytes) {
+        out.extend_from_slice(bytes);
+    } else {
+        write_escaped(out, bytes);
+    }
+    out.push(b'"');
+}
+
+/// The body of a string that has bytes to escape, byte by byte.
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[usize::from(b)];
+        if esc != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            escape_byte(out, b, esc);
+            start = i + 1;
         }
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Appends an output bin name as a JSON string.
@@ -640,6 +672,24 @@ mod tests {
                 assert_eq!(out.len(), 2 + 26 + esc_len, "{out}");
             }
         }
+    }
+
+    #[test]
+    fn escapes_are_found_in_short_strings_at_every_length_and_position() {
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+            for len in 1..20 {
+                for pos in 0..len {
+                    let mut text: String = "abcdefghijklmnopqrst"[..len - 1].into();
+                    text.insert(pos, special);
+                    let out = s(|o| write_str(o, &text));
+                    let back: String = serde_json::from_str(&out).unwrap();
+                    assert_eq!(back, text);
+                    assert!(!out[1..out.len() - 1].bytes().any(|b| b < 0x20), "{out}");
+                }
+            }
+        }
+        assert_eq!(s(|o| write_str(o, "")), "\"\"");
+        assert_eq!(s(|o| write_str(o, "é")), "\"é\"");
     }
 
     #[test]
