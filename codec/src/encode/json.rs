@@ -9,8 +9,6 @@
 //! raw line breaks dropped (they can only be white space there) so NDJSON
 //! batches stay one record per line.
 
-use base64::Engine as _;
-
 use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, OutName};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
@@ -139,16 +137,39 @@ fn write_name(out: &mut Vec<u8>, name: &OutName<'_>) {
     out.push(b'"');
 }
 
-/// Appends `bytes` in standard padded base64, quotes included.
+/// The standard base64 alphabet (RFC 4648 §4).
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The base64 letter of the 6 bits of `n` starting at bit `shift`.
+fn b64(n: u32, shift: u32) -> u8 {
+    BASE64[((n >> shift) & 63) as usize]
+}
+
+/// Appends `bytes` in standard padded base64, quotes included. Written out
+/// here rather than through the `base64` engine: digests (20 bytes) and
+/// most blobs are short, where the engine's set-up costs more than the
+/// encoding.
 pub fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len().div_ceil(3) * 4 + 2);
     out.push(b'"');
-    let start = out.len();
-    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
-    out.resize(start + len, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(bytes, &mut out[start..])
-        .unwrap_or(0);
-    out.truncate(start + written);
+    let mut chunks = bytes.chunks_exact(3);
+    for c in &mut chunks {
+        if let [a, b, c] = *c {
+            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b64(n, 6), b64(n, 0)]);
+        }
+    }
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b'=', b'=']);
+        }
+        [a, b] => {
+            let n = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b64(n, 6), b'=']);
+        }
+        _ => {}
+    }
     out.push(b'"');
 }
 
@@ -718,6 +739,19 @@ mod tests {
             "\"AAH+/w==\""
         );
         assert_eq!(s(|o| write_base64(o, &[])), "\"\"");
+        // Every length up to two digests, every byte value, against the
+        // `base64` crate.
+        use base64::Engine as _;
+        let all: Vec<u8> = (0..=255u8).rev().chain(0..=255).collect();
+        for len in 0..=40 {
+            for start in [0, 7, 200] {
+                let bytes = &all[start..start + len];
+                let want = base64::engine::general_purpose::STANDARD.encode(bytes);
+                assert_eq!(s(|o| write_base64(o, bytes)), format!("\"{want}\""));
+            }
+        }
+        let want = base64::engine::general_purpose::STANDARD.encode(&all);
+        assert_eq!(s(|o| write_base64(o, &all)), format!("\"{want}\""));
     }
 
     #[test]
