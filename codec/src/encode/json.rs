@@ -367,28 +367,30 @@ fn json_number(s: &[u8], start: usize) -> Result<usize, (&'static str, usize)> {
     Ok(i)
 }
 
-/// The JSON `type` of a bin value.
-fn type_name(v: &Value<'_>) -> &'static str {
+/// What follows a bin's name in `json`: its `type`, then the `value` key,
+/// as one slice.
+fn type_and_value_key(v: &Value<'_>) -> &'static [u8] {
     match v {
-        Value::Null => "null",
-        Value::Int(_) => "int",
-        Value::Float(_) => "float",
-        Value::Str(_) => "str",
-        Value::Bool(_) => "bool",
-        Value::Blob { .. } => "blob",
-        Value::Hll(_) => "hll",
-        Value::List { .. } => "list",
-        Value::Map { .. } => "map",
-        Value::Geo(_) => "geojson",
+        Value::Null => b",\"type\":\"null\",\"value\":",
+        Value::Int(_) => b",\"type\":\"int\",\"value\":",
+        Value::Float(_) => b",\"type\":\"float\",\"value\":",
+        Value::Str(_) => b",\"type\":\"str\",\"value\":",
+        Value::Bool(_) => b",\"type\":\"bool\",\"value\":",
+        Value::Blob { .. } => b",\"type\":\"blob\",\"value\":",
+        Value::Hll(_) => b",\"type\":\"hll\",\"value\":",
+        Value::List { .. } => b",\"type\":\"list\",\"value\":",
+        Value::Map { .. } => b",\"type\":\"map\",\"value\":",
+        Value::Geo(_) => b",\"type\":\"geojson\",\"value\":",
     }
 }
 
-fn map_order_name(o: MapOrder) -> &'static str {
+/// A map bin's `order` member and the bin's closing brace, as one slice.
+fn map_order_and_end(o: MapOrder) -> &'static [u8] {
     match o {
-        MapOrder::Unordered => "unordered",
-        MapOrder::Key => "key",
-        MapOrder::KeyValue => "key-value",
-        MapOrder::Insertion => "insertion",
+        MapOrder::Unordered => b",\"order\":\"unordered\"}",
+        MapOrder::Key => b",\"order\":\"key\"}",
+        MapOrder::KeyValue => b",\"order\":\"key-value\"}",
+        MapOrder::Insertion => b",\"order\":\"insertion\"}",
     }
 }
 
@@ -565,23 +567,17 @@ where
                 first = false;
                 out.extend_from_slice(b"{\"name\":");
                 write_name(out, &name);
-                out.extend_from_slice(b",\"type\":\"");
-                out.extend_from_slice(type_name(&bin.value).as_bytes());
-                out.extend_from_slice(b"\",\"value\":");
+                out.extend_from_slice(type_and_value_key(&bin.value));
                 write_value(out, &bin.value, bin.name)?;
                 match bin.value {
-                    Value::List { order, .. } => {
-                        out.extend_from_slice(b",\"ordered\":");
-                        write_bool(out, order == ListOrder::Ordered);
-                    }
-                    Value::Map { order, .. } => {
-                        out.extend_from_slice(b",\"order\":\"");
-                        out.extend_from_slice(map_order_name(order).as_bytes());
-                        out.push(b'"');
-                    }
-                    _ => {}
+                    Value::List {
+                        order: ListOrder::Ordered,
+                        ..
+                    } => out.extend_from_slice(b",\"ordered\":true}"),
+                    Value::List { .. } => out.extend_from_slice(b",\"ordered\":false}"),
+                    Value::Map { order, .. } => out.extend_from_slice(map_order_and_end(order)),
+                    _ => out.push(b'}'),
                 }
-                out.push(b'}');
             }
             out.push(b']');
         }
