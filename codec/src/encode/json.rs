@@ -183,6 +183,23 @@ pub fn write_u64(out: &mut Vec<u8>, v: u64) {
 
 /// A float as JSON: shortest round-trip text; NaN and infinities as `null`.
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    // Multiples of 1/8 below 2^27 in size (prices, scores, halves): their
+    // exact decimal has at most 3 fraction digits, which is also ryu's
+    // shortest text for them, written without ryu's search.
+    let eighths = v * 8.0;
+    if eighths.abs() < (1u64 << 30) as f64 && eighths == eighths.trunc() && v != 0.0 {
+        const FRACTION: [&[u8]; 8] = [
+            b".0", b".125", b".25", b".375", b".5", b".625", b".75", b".875",
+        ];
+        let n = eighths as i64;
+        if n < 0 {
+            out.push(b'-');
+        }
+        let n = n.unsigned_abs();
+        out.extend_from_slice(itoa::Buffer::new().format(n >> 3).as_bytes());
+        out.extend_from_slice(FRACTION[(n & 7) as usize]);
+        return;
+    }
     if v.is_finite() {
         out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
     } else {
@@ -715,6 +732,20 @@ mod tests {
         let out = s(|o| write_str(o, &all));
         let back: String = serde_json::from_str(&out).unwrap();
         assert_eq!(back, all);
+    }
+
+    #[test]
+    fn eighths_match_ryu() {
+        let mut values = vec![0.0, -0.0, 3.25, -3.25, 1e8, 134_217_727.875, 134_217_728.0];
+        for n in -5000i64..5000 {
+            values.push(n as f64 / 8.0);
+            values.push((n * 26_843) as f64 / 8.0);
+            values.push(n as f64 / 7.0);
+        }
+        for v in values {
+            let want = ryu::Buffer::new().format_finite(v).to_string();
+            assert_eq!(s(|o| write_f64(o, v)), want, "{v}");
+        }
     }
 
     #[test]
