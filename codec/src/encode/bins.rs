@@ -211,8 +211,29 @@ impl BinPolicy {
         !self.rename.is_empty() || self.trim || self.case != Case::Keep
     }
 
+    /// True when no bin is left out (names may still change).
+    pub fn keeps_every_bin(&self) -> bool {
+        matches!(self.include, Include::All) && self.exclude.is_empty()
+    }
+
     /// The output name of bin `name`, or `None` when the bin is left out.
+    /// Inlined, so the common policy (every bin as named) costs a few
+    /// compares per bin rather than a call.
+    #[inline]
     pub fn select<'a>(&'a self, name: &'a str) -> Option<OutName<'a>> {
+        if matches!(self.include, Include::All)
+            && self.exclude.is_empty()
+            && self.rename.is_empty()
+            && !self.trim
+            && self.case == Case::Keep
+        {
+            return Some(OutName::plain(name));
+        }
+        self.select_changed(name)
+    }
+
+    /// [`select`](Self::select) for a policy that leaves out or renames bins.
+    fn select_changed<'a>(&'a self, name: &'a str) -> Option<OutName<'a>> {
         match &self.include {
             Include::All => {}
             Include::None => return None,
@@ -265,6 +286,14 @@ mod tests {
         assert_eq!(out(&p, " d "), Some("D".to_string()));
         assert_eq!(out(&p, "e"), None);
         assert_eq!(out(&BinPolicy::none(), "a"), None);
+        assert!(!p.keeps_every_bin());
+        assert!(!BinPolicy::none().keeps_every_bin());
+        assert!(!BinPolicy::all().exclude(["b"]).keeps_every_bin());
+        assert!(BinPolicy::all().keeps_every_bin());
+        assert!(BinPolicy::all()
+            .rename("a", "b")
+            .transform(NameTransform::Uppercase)
+            .keeps_every_bin());
     }
 
     #[test]

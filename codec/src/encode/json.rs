@@ -9,8 +9,6 @@
 //! raw line breaks dropped (they can only be white space there) so NDJSON
 //! batches stay one record per line.
 
-use base64::Engine as _;
-
 use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, OutName};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
@@ -59,35 +57,67 @@ fn needs_escape(w: u64) -> bool {
     below_space | zero(w ^ (u64::from(b'"') * ONES)) | zero(w ^ (u64::from(b'\\') * ONES)) != 0
 }
 
-/// Appends `s` as a JSON string, quotes included.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            if !needs_escape(u64::from_le_bytes(w)) {
-                i += 8;
-                continue;
+/// True when no byte of `bytes` must be escaped. Short text (most names,
+/// keys and values) is tested as one or two overlapping words rather than
+/// byte by byte: overlap only tests a byte twice.
+fn is_clean(bytes: &[u8]) -> bool {
+    let word = |b: &[u8; 8]| u64::from_le_bytes(*b);
+    let n = bytes.len();
+    if n >= 8 {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            if let Ok(c) = <&[u8; 8]>::try_from(c) {
+                if needs_escape(word(c)) {
+                    return false;
+                }
             }
         }
-        let end = (i + 8).min(bytes.len());
-        while i < end {
-            let b = bytes[i];
-            let esc = ESCAPE[usize::from(b)];
-            if esc != 0 {
-                out.extend_from_slice(&bytes[start..i]);
-                escape_byte(out, b, esc);
-                start = i + 1;
-            }
-            i += 1;
+        // The last 8 bytes cover what `chunks_exact` left over.
+        return chunks.remainder().is_empty()
+            || bytes
+                .last_chunk::<8>()
+                .is_none_or(|c| !needs_escape(word(c)));
+    }
+    let w = if n >= 4 {
+        let (Some(a), Some(b)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) else {
+            return false;
+        };
+        u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 32
+    } else if let (Some(&a), Some(&b), Some(&c)) = (bytes.first(), bytes.get(n / 2), bytes.last()) {
+        // Padded with `a` itself, so the padding needs escape only if `a` does.
+        u64::from_le_bytes([a, b, c, a, a, a, a, a])
+    } else {
+        return true;
+    };
+    !needs_escape(w)
+}
+
+/// Appends `s` as a JSON string, quotes included.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    if is_clean(bytes) {
+        out.extend_from_slice(bytes);
+    } else {
+        write_escaped(out, bytes);
+    }
+    out.push(b'"');
+}
+
+/// The body of a string that has bytes to escape, byte by byte.
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[usize::from(b)];
+        if esc != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            escape_byte(out, b, esc);
+            start = i + 1;
         }
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Appends an output bin name as a JSON string.
@@ -107,16 +137,39 @@ fn write_name(out: &mut Vec<u8>, name: &OutName<'_>) {
     out.push(b'"');
 }
 
-/// Appends `bytes` in standard padded base64, quotes included.
+/// The standard base64 alphabet (RFC 4648 §4).
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The base64 letter of the 6 bits of `n` starting at bit `shift`.
+fn b64(n: u32, shift: u32) -> u8 {
+    BASE64[((n >> shift) & 63) as usize]
+}
+
+/// Appends `bytes` in standard padded base64, quotes included. Written out
+/// here rather than through the `base64` engine: digests (20 bytes) and
+/// most blobs are short, where the engine's set-up costs more than the
+/// encoding.
 pub fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len().div_ceil(3) * 4 + 2);
     out.push(b'"');
-    let start = out.len();
-    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
-    out.resize(start + len, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(bytes, &mut out[start..])
-        .unwrap_or(0);
-    out.truncate(start + written);
+    let mut chunks = bytes.chunks_exact(3);
+    for c in &mut chunks {
+        if let [a, b, c] = *c {
+            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b64(n, 6), b64(n, 0)]);
+        }
+    }
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b'=', b'=']);
+        }
+        [a, b] => {
+            let n = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b64(n, 6), b'=']);
+        }
+        _ => {}
+    }
     out.push(b'"');
 }
 
@@ -130,6 +183,23 @@ pub fn write_u64(out: &mut Vec<u8>, v: u64) {
 
 /// A float as JSON: shortest round-trip text; NaN and infinities as `null`.
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    // Multiples of 1/8 below 2^27 in size (prices, scores, halves): their
+    // exact decimal has at most 3 fraction digits, which is also ryu's
+    // shortest text for them, written without ryu's search.
+    let eighths = v * 8.0;
+    if eighths.abs() < (1u64 << 30) as f64 && eighths == eighths.trunc() && v != 0.0 {
+        const FRACTION: [&[u8]; 8] = [
+            b".0", b".125", b".25", b".375", b".5", b".625", b".75", b".875",
+        ];
+        let n = eighths as i64;
+        if n < 0 {
+            out.push(b'-');
+        }
+        let n = n.unsigned_abs();
+        out.extend_from_slice(itoa::Buffer::new().format(n >> 3).as_bytes());
+        out.extend_from_slice(FRACTION[(n & 7) as usize]);
+        return;
+    }
     if v.is_finite() {
         out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
     } else {
@@ -314,28 +384,30 @@ fn json_number(s: &[u8], start: usize) -> Result<usize, (&'static str, usize)> {
     Ok(i)
 }
 
-/// The JSON `type` of a bin value.
-fn type_name(v: &Value<'_>) -> &'static str {
+/// What follows a bin's name in `json`: its `type`, then the `value` key,
+/// as one slice.
+fn type_and_value_key(v: &Value<'_>) -> &'static [u8] {
     match v {
-        Value::Null => "null",
-        Value::Int(_) => "int",
-        Value::Float(_) => "float",
-        Value::Str(_) => "str",
-        Value::Bool(_) => "bool",
-        Value::Blob { .. } => "blob",
-        Value::Hll(_) => "hll",
-        Value::List { .. } => "list",
-        Value::Map { .. } => "map",
-        Value::Geo(_) => "geojson",
+        Value::Null => b",\"type\":\"null\",\"value\":",
+        Value::Int(_) => b",\"type\":\"int\",\"value\":",
+        Value::Float(_) => b",\"type\":\"float\",\"value\":",
+        Value::Str(_) => b",\"type\":\"str\",\"value\":",
+        Value::Bool(_) => b",\"type\":\"bool\",\"value\":",
+        Value::Blob { .. } => b",\"type\":\"blob\",\"value\":",
+        Value::Hll(_) => b",\"type\":\"hll\",\"value\":",
+        Value::List { .. } => b",\"type\":\"list\",\"value\":",
+        Value::Map { .. } => b",\"type\":\"map\",\"value\":",
+        Value::Geo(_) => b",\"type\":\"geojson\",\"value\":",
     }
 }
 
-fn map_order_name(o: MapOrder) -> &'static str {
+/// A map bin's `order` member and the bin's closing brace, as one slice.
+fn map_order_and_end(o: MapOrder) -> &'static [u8] {
     match o {
-        MapOrder::Unordered => "unordered",
-        MapOrder::Key => "key",
-        MapOrder::KeyValue => "key-value",
-        MapOrder::Insertion => "insertion",
+        MapOrder::Unordered => b",\"order\":\"unordered\"}",
+        MapOrder::Key => b",\"order\":\"key\"}",
+        MapOrder::KeyValue => b",\"order\":\"key-value\"}",
+        MapOrder::Insertion => b",\"order\":\"insertion\"}",
     }
 }
 
@@ -512,23 +584,17 @@ where
                 first = false;
                 out.extend_from_slice(b"{\"name\":");
                 write_name(out, &name);
-                out.extend_from_slice(b",\"type\":\"");
-                out.extend_from_slice(type_name(&bin.value).as_bytes());
-                out.extend_from_slice(b"\",\"value\":");
+                out.extend_from_slice(type_and_value_key(&bin.value));
                 write_value(out, &bin.value, bin.name)?;
                 match bin.value {
-                    Value::List { order, .. } => {
-                        out.extend_from_slice(b",\"ordered\":");
-                        write_bool(out, order == ListOrder::Ordered);
-                    }
-                    Value::Map { order, .. } => {
-                        out.extend_from_slice(b",\"order\":\"");
-                        out.extend_from_slice(map_order_name(order).as_bytes());
-                        out.push(b'"');
-                    }
-                    _ => {}
+                    Value::List {
+                        order: ListOrder::Ordered,
+                        ..
+                    } => out.extend_from_slice(b",\"ordered\":true}"),
+                    Value::List { .. } => out.extend_from_slice(b",\"ordered\":false}"),
+                    Value::Map { order, .. } => out.extend_from_slice(map_order_and_end(order)),
+                    _ => out.push(b'}'),
                 }
-                out.push(b'}');
             }
             out.push(b']');
         }
@@ -643,11 +709,43 @@ mod tests {
     }
 
     #[test]
+    fn escapes_are_found_in_short_strings_at_every_length_and_position() {
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+            for len in 1..20 {
+                for pos in 0..len {
+                    let mut text: String = "abcdefghijklmnopqrst"[..len - 1].into();
+                    text.insert(pos, special);
+                    let out = s(|o| write_str(o, &text));
+                    let back: String = serde_json::from_str(&out).unwrap();
+                    assert_eq!(back, text);
+                    assert!(!out[1..out.len() - 1].bytes().any(|b| b < 0x20), "{out}");
+                }
+            }
+        }
+        assert_eq!(s(|o| write_str(o, "")), "\"\"");
+        assert_eq!(s(|o| write_str(o, "é")), "\"é\"");
+    }
+
+    #[test]
     fn every_control_char_round_trips() {
         let all: String = (0u8..0x20).map(char::from).collect();
         let out = s(|o| write_str(o, &all));
         let back: String = serde_json::from_str(&out).unwrap();
         assert_eq!(back, all);
+    }
+
+    #[test]
+    fn eighths_match_ryu() {
+        let mut values = vec![0.0, -0.0, 3.25, -3.25, 1e8, 134_217_727.875, 134_217_728.0];
+        for n in -5000i64..5000 {
+            values.push(n as f64 / 8.0);
+            values.push((n * 26_843) as f64 / 8.0);
+            values.push(n as f64 / 7.0);
+        }
+        for v in values {
+            let want = ryu::Buffer::new().format_finite(v).to_string();
+            assert_eq!(s(|o| write_f64(o, v)), want, "{v}");
+        }
     }
 
     #[test]
@@ -668,6 +766,19 @@ mod tests {
             "\"AAH+/w==\""
         );
         assert_eq!(s(|o| write_base64(o, &[])), "\"\"");
+        // Every length up to two digests, every byte value, against the
+        // `base64` crate.
+        use base64::Engine as _;
+        let all: Vec<u8> = (0..=255u8).rev().chain(0..=255).collect();
+        for len in 0..=40 {
+            for start in [0, 7, 200] {
+                let bytes = &all[start..start + len];
+                let want = base64::engine::general_purpose::STANDARD.encode(bytes);
+                assert_eq!(s(|o| write_base64(o, bytes)), format!("\"{want}\""));
+            }
+        }
+        let want = base64::engine::general_purpose::STANDARD.encode(&all);
+        assert_eq!(s(|o| write_base64(o, &all)), format!("\"{want}\""));
     }
 
     #[test]

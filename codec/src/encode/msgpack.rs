@@ -69,15 +69,22 @@ where
             ok(mp::write_uint(out, u64::from(rec.generation)))?;
             ok(mp::write_uint(out, rec.expiry(received_ms)))?;
             ok(mp::write_uint(out, rec.lut.unwrap_or(0)))?;
-            let count = bins
-                .clone()
-                .filter(|b| policy.select(b.name).is_some())
-                .count();
+            // The count comes first; when every bin goes out and the
+            // iterator knows its length, it needs no pass of its own.
+            let count = match bins.size_hint() {
+                (lo, Some(hi)) if lo == hi && policy.keeps_every_bin() => lo,
+                _ => bins
+                    .clone()
+                    .filter(|b| policy.select(b.name).is_some())
+                    .count(),
+            };
             ok(mp::write_array_len(out, len32(count)?))?;
+            let mut written = 0;
             for bin in bins {
                 let Some(name) = policy.select(bin.name) else {
                     continue;
                 };
+                written += 1;
                 ok(mp::write_array_len(out, 4))?;
                 ok(mp::write_str_len(out, len32(name.byte_len())?))?;
                 name.push_to(out);
@@ -92,6 +99,11 @@ where
                 };
                 ok(mp::write_uint(out, u64::from(flags)))?;
                 write_value(out, &bin.value, bin.name)?;
+            }
+            if written != count {
+                return Err(EncodeError::MessagePack(format!(
+                    "{written} bins written where {count} were counted"
+                )));
             }
         }
         Action::Delete { durable } => {

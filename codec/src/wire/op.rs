@@ -19,7 +19,6 @@ pub(crate) struct RawOp<'a> {
     pub op: u8,
     pub ptype: u8,
     pub name: &'a [u8],
-    pub lut: Option<u64>,
     pub value: &'a [u8],
     /// Where the op starts in the frame.
     pub at: usize,
@@ -67,17 +66,14 @@ pub(crate) fn cut(ops: &[u8], pos: usize, base: usize) -> Result<(RawOp<'_>, usi
         ));
     };
     let (name, after) = body.split_at(name_len);
-    let (lut, value) = match after.split_first_chunk::<8>() {
-        Some((l, v)) if lut_len == 8 => (Some(lut_to_unix_ms(u64::from_be_bytes(*l))), v),
-        _ => (None, after),
-    };
+    // `size` covers the LUT (checked above), so `after` holds it.
+    let value = after.get(lut_len..).unwrap_or_default();
     let value_at = at + OP_HEADER + name_len + lut_len;
     Ok((
         RawOp {
             op,
             ptype,
             name,
-            lut,
             value,
             at,
             value_at,
@@ -119,18 +115,28 @@ impl<'a> BinIter<'a> {
         }
     }
 
-    fn bin(&mut self) -> Result<Bin<'a>, Error> {
-        let (raw, next) = cut(self.ops, self.pos, 0)?;
+    /// The bin at `pos`, cut without the parser's checks and error
+    /// reports (it made them already: `None` only if a `Bins` was somehow
+    /// built over other bytes).
+    fn bin(&mut self) -> Option<Bin<'a>> {
+        let pos = self.pos;
+        let (h, after) = self.ops.get(pos..)?.split_first_chunk::<OP_HEADER>()?;
+        let size = usize::try_from(u32::from_be_bytes([h[0], h[1], h[2], h[3]])).ok()?;
+        let (ptype, flags, name_len) = (h[5], h[6], usize::from(h[7]));
+        let body = after.get(..size.checked_sub(4)?)?;
+        let (name, after) = body.split_at_checked(name_len)?;
+        let (lut, value, lut_len) = if flags & FLAG_HAS_LUT != 0 {
+            let (l, v) = after.split_first_chunk::<8>()?;
+            (Some(lut_to_unix_ms(u64::from_be_bytes(*l))), v, 8)
+        } else {
+            (None, after, 0)
+        };
         // The parser checked every name and value of these ops.
-        let name = particle::text(raw.name, Utf8::Validated)
-            .map_err(|_| Error::at(ErrorKind::BadUtf8 { what: "bin name" }, raw.at))?;
-        let value = particle::decode_head(raw.ptype, raw.value, raw.value_at, Utf8::Validated)?;
-        self.pos = next;
-        Ok(Bin {
-            name,
-            lut: raw.lut,
-            value,
-        })
+        let name = particle::text(name, Utf8::Validated).ok()?;
+        let value_at = pos + OP_HEADER + name_len + lut_len;
+        let value = particle::decode_head(ptype, value, value_at, Utf8::Validated).ok()?;
+        self.pos = pos + 4 + size;
+        Some(Bin { name, lut, value })
     }
 }
 
@@ -143,13 +149,11 @@ impl<'a> Iterator for BinIter<'a> {
         self.left -= 1;
         // The parser validated every op, so this cannot fail; if a `Bins`
         // was somehow built over other bytes, stop rather than panic.
-        match self.bin() {
-            Ok(b) => Some(b),
-            Err(_) => {
-                self.left = 0;
-                None
-            }
+        let bin = self.bin();
+        if bin.is_none() {
+            self.left = 0;
         }
+        bin
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
