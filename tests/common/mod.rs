@@ -504,6 +504,34 @@ impl ThrottlingSink {
     }
 }
 
+/// One HTTP/1.1 request's body from a keep-alive connection (headers read
+/// up to the blank line, `content-length` bytes of body); `None` when the
+/// peer closed or the request was cut short. For the tests' own small
+/// HTTP/1.1 servers.
+pub fn read_request(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end().to_ascii_lowercase();
+        if h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
 fn serve_throttling(
     s: TcpStream,
     counts: &Mutex<ThrottleCounts>,
@@ -514,28 +542,9 @@ fn serve_throttling(
     let Ok(mut w) = s.try_clone() else { return };
     let mut r = BufReader::new(s);
     loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(body) = read_request(&mut r) else {
             return;
-        }
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end().to_ascii_lowercase();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(v) = h.strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
+        };
         let key = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["key"][2].as_str().map(str::to_string));
