@@ -191,3 +191,52 @@ fn a_record_being_retried_keeps_its_in_flight_slot() {
     assert_eq!(c.acks(4), (1..=4).map(|g| (11, g)).collect::<Vec<_>>());
     assert_eq!(metric(manage, "sluice_records_in_flight"), 0);
 }
+
+/// Sends `n` records to a destination that answers 503 to everything, with
+/// `retry`; every record is answered 11. Returns the requests the
+/// destination got, and the retries made and refused.
+fn against_a_failing_destination(name: &str, retry: &str, n: i64) -> (i64, i64, i64) {
+    let server = Server::start(Arc::new(|_| (503, Vec::new())));
+    let service = "  manage:\n    address: 127.0.0.1\n    port: 0\n";
+    let mut sluice = Sluice::start(name, &config(server.addr, retry, service));
+    let manage = sluice.manage();
+    let mut c = XdrClient::connect(sluice.xdr);
+    let n = u32::try_from(n).unwrap();
+    c.send(&(1..=n).flat_map(|g| record("r", g)).collect::<Vec<_>>());
+    assert_eq!(
+        c.acks(n as usize),
+        (1..=n).map(|g| (11, g)).collect::<Vec<_>>()
+    );
+    (
+        server.requests() as i64,
+        metric(manage, "sluice_destination_retries_total"),
+        metric(manage, "sluice_destination_retries_denied_total"),
+    )
+}
+
+/// `budget-percent` bounds the retries to a share of the requests (at most
+/// twice the share: a second counts the busier of itself and the second
+/// before), where `max-attempts` alone would triple the requests; the rest
+/// are answered 11 at once.
+#[test]
+fn the_retry_budget_bounds_retries_to_a_share_of_requests() {
+    let retry = "    retry:\n      max-attempts: 3\n      initial-backoff: 1\n      max-backoff: 2\n      budget-percent: 20\n      budget-min-per-second: 0\n";
+    let n = 200;
+    let (requests, retries, denied) = against_a_failing_destination("retry-budget", retry, n);
+    assert_eq!(requests, n + retries);
+    assert!(retries > 0, "no retry was made");
+    assert!(
+        retries <= n * 2 * 20 / 100,
+        "{retries} retries for {n} requests"
+    );
+    // Every record ended either with its attempts used up (two retries) or
+    // with a retry refused.
+    assert!(denied >= n - retries / 2, "{denied} refused");
+}
+
+#[test]
+fn a_zero_retry_budget_allows_no_retry() {
+    let retry = "    retry:\n      max-attempts: 5\n      initial-backoff: 1\n      max-backoff: 2\n      budget-percent: 0\n      budget-min-per-second: 0\n";
+    let (requests, retries, denied) = against_a_failing_destination("retry-budget-0", retry, 20);
+    assert_eq!((requests, retries, denied), (20, 0, 20));
+}

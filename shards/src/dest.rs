@@ -30,7 +30,7 @@ use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion, StatusClass};
+use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion, RetryBudgetPlan, StatusClass};
 use crate::rt;
 use crate::stats::{DestinationStats, LocalCounter, ShardStats};
 
@@ -87,6 +87,65 @@ pub struct Pool {
     turn: Cell<usize>,
     /// Request sent → answered or failed, microseconds.
     latency: RefCell<hdrhistogram::Histogram<u64>>,
+    budget: RetryBudget,
+}
+
+/// The retry budget's count (`RetryBudgetPlan`), in windows of one second.
+/// The clock is read once per [`RetryBudget::CLOCK_EVERY`] requests and at
+/// each retry looked at, not per request.
+#[derive(Default)]
+struct RetryBudget {
+    window: Cell<Option<Instant>>,
+    /// Bodies delivered (first attempts) since the window started.
+    requests: Cell<u64>,
+    /// Bodies delivered in the window before, if it ended less than a
+    /// second ago.
+    previous: Cell<u64>,
+    retries: Cell<u64>,
+}
+
+impl RetryBudget {
+    const WINDOW: Duration = Duration::from_secs(1);
+    /// Requests between two looks at the clock: a burst of requests that
+    /// fail together (all sent before the first answer) still counts
+    /// within this many.
+    const CLOCK_EVERY: u64 = 64;
+
+    fn request(&self) {
+        let n = self.requests.get() + 1;
+        self.requests.set(n);
+        if n.is_multiple_of(Self::CLOCK_EVERY) {
+            self.roll(Instant::now());
+        }
+    }
+
+    /// Starts a new window if the current one is over. Requests counted
+    /// before a window that ended more than a second ago are of unknown
+    /// age: they are dropped (the floor covers a slow destination).
+    fn roll(&self, now: Instant) {
+        let age = self.window.get().map(|s| now.saturating_duration_since(s));
+        if age.is_some_and(|a| a < Self::WINDOW) {
+            return;
+        }
+        let adjacent = age.is_some_and(|a| a < 2 * Self::WINDOW);
+        self.previous
+            .set(if adjacent { self.requests.get() } else { 0 });
+        self.requests.set(0);
+        self.retries.set(0);
+        self.window.set(Some(now));
+    }
+
+    /// Takes one retry from the budget, if there is one left.
+    fn take(&self, plan: RetryBudgetPlan, now: Instant) -> bool {
+        self.roll(now);
+        let base = self.requests.get().max(self.previous.get());
+        let allowed = u64::from(plan.min_per_second) + base * u64::from(plan.percent) / 100;
+        if self.retries.get() >= allowed {
+            return false;
+        }
+        self.retries.set(self.retries.get() + 1);
+        true
+    }
 }
 
 struct Endpoint {
@@ -196,6 +255,7 @@ impl Pool {
             latency: RefCell::new(crate::stats::micros_histogram()),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (Instant::now().elapsed().as_nanos() as u64)),
             turn: Cell::new(0),
+            budget: RetryBudget::default(),
         }
     }
 
@@ -312,6 +372,7 @@ impl Pool {
         self.stats.bytes_out.fetch_add(body.len() as u64, Relaxed);
         let retry = &self.plan.retry;
         let attempts = retry.max_attempts.max(1);
+        self.budget.request();
         for attempt in 0..attempts {
             let err = match self.attempt(&body, gzip, content_type, deadline).await {
                 Ok(()) => {
@@ -351,7 +412,14 @@ impl Pool {
             {
                 wait = wait.max(ra);
             }
-            if Instant::now() + wait >= deadline {
+            let now = Instant::now();
+            if now + wait >= deadline {
+                break;
+            }
+            if !self.budget.take(retry.budget, now) {
+                // XDR resends the record later: the destination is not sent
+                // more than the budget allows on top of its traffic.
+                self.stats.retries_denied.local_add(1);
                 break;
             }
             self.stats.retries.fetch_add(1, Relaxed);
@@ -916,6 +984,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_retry_budget_is_a_share_of_requests_per_second_plus_a_floor() {
+        let plan = RetryBudgetPlan {
+            percent: 20,
+            min_per_second: 2,
+        };
+        let b = RetryBudget::default();
+        let t0 = Instant::now();
+        // The first retry of a fresh pool: only the floor (its requests
+        // before the window opened are not counted).
+        for _ in 0..50 {
+            b.request();
+        }
+        assert!(b.take(plan, t0));
+        assert!(b.take(plan, t0));
+        assert!(!b.take(plan, t0), "the floor is 2 with no request counted");
+        // 50 requests in this window: 2 + 10 retries, 2 already taken.
+        for _ in 0..50 {
+            b.request();
+        }
+        let granted = (0..100).filter(|_| b.take(plan, t0)).count();
+        assert_eq!(granted, 10);
+        // The next second: the previous window's 50 requests still count.
+        let t1 = t0 + Duration::from_millis(1500);
+        let granted = (0..100).filter(|_| b.take(plan, t1)).count();
+        assert_eq!(granted, 12);
+        // After a quiet gap, nothing carries over but the floor.
+        let t2 = t1 + Duration::from_secs(5);
+        let granted = (0..100).filter(|_| b.take(plan, t2)).count();
+        assert_eq!(granted, 2);
+        // A burst: requests sent together, failing together, count (all
+        // but those before the first look at the clock).
+        let b = RetryBudget::default();
+        for _ in 0..200 {
+            b.request();
+        }
+        let now = Instant::now();
+        let granted = (0..100).filter(|_| b.take(plan, now)).count();
+        assert_eq!(granted, 2 + (200 - 64) * 20 / 100);
+        // A zero budget allows no retry at all.
+        let none = RetryBudgetPlan {
+            percent: 0,
+            min_per_second: 0,
+        };
+        let b = RetryBudget::default();
+        for _ in 0..1000 {
+            b.request();
+        }
+        assert!(!b.take(none, t0));
+    }
+
+    #[test]
     fn retry_after_seconds_are_read() {
         let mut h = http::HeaderMap::new();
         assert_eq!(retry_after(&h), None);
@@ -976,6 +1095,7 @@ mod tests {
                 max_backoff: Duration::ZERO,
                 retry_statuses: StatusSet(vec![]),
                 drop_statuses: StatusSet(vec![]),
+                budget: RetryBudgetPlan::default(),
             },
         }
     }

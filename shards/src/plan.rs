@@ -146,6 +146,28 @@ pub struct RetryPlan {
     /// Status codes that reject a record for good (a dead letter); the
     /// retry list is looked at first.
     pub drop_statuses: StatusSet,
+    /// How many retries a destination may get on one shard.
+    pub budget: RetryBudgetPlan,
+}
+
+/// Retries per second on one shard are at most `percent` % of the
+/// destination's requests in that second (or the second before, whichever
+/// is more), plus `min_per_second`: a destination that fails everything, or
+/// answers after `call-timeout`, gets about `percent` % more requests than
+/// it would without retries, not `max-attempts` times as many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudgetPlan {
+    pub percent: u32,
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetPlan {
+    fn default() -> Self {
+        RetryBudgetPlan {
+            percent: 20,
+            min_per_second: 10,
+        }
+    }
 }
 
 /// What a status outside `http-success-status-codes` means.

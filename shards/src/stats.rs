@@ -142,6 +142,8 @@ pub struct DestinationStats {
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub retries: AtomicU64,
+    /// Retries not made: the retry budget was spent (`retry.budget-percent`).
+    pub retries_denied: AtomicU64,
     /// Attempts not queued: every endpoint had `max-request-queued-per-endpoint`
     /// requests waiting.
     pub queue_full: AtomicU64,

@@ -16,7 +16,7 @@ use serde_yaml_ng::Value;
 use sluice_shards::plan::{
     BatchPlan, DeadLetterPlan, DestinationId, DestinationPlan, EndpointPlan, Fsync,
     HealthCheckPlan, HttpVersion, ListenerPlan, NamespaceTable, OrderingPlan, Plan, PortTable,
-    RetryPlan, Route, RouteAction, RouteId, RouteTable, ServicePlan, StatusSet,
+    RetryBudgetPlan, RetryPlan, Route, RouteAction, RouteId, RouteTable, ServicePlan, StatusSet,
 };
 
 use super::format::{self, BinSpec, FormatSpec};
@@ -1131,6 +1131,7 @@ fn default_retry() -> RetryPlan {
         max_backoff: Duration::from_millis(1000),
         retry_statuses: StatusSet(vec![(408, 408), (429, 429), (500, 599)]),
         drop_statuses: StatusSet(vec![(400, 499)]),
+        budget: RetryBudgetPlan::default(),
     }
 }
 
@@ -1145,10 +1146,22 @@ fn retry(ctx: &mut Ctx, path: &str, v: &Value) -> Option<RetryPlan> {
             "max-backoff",
             "retry-status-codes",
             "drop-status-codes",
+            "budget-percent",
+            "budget-min-per-second",
         ],
         &[],
     )?;
     let d = default_retry();
+    let budget = RetryBudgetPlan {
+        percent: obj
+            .u64(ctx, "budget-percent", "percent of requests")
+            .map_or(d.budget.percent, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        min_per_second: obj
+            .u64(ctx, "budget-min-per-second", "retries per second")
+            .map_or(d.budget.min_per_second, |n| {
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }),
+    };
     let max_attempts = obj
         .u64(ctx, "max-attempts", "attempts")
         .map_or(d.max_attempts, |n| u32::try_from(n).unwrap_or(u32::MAX));
@@ -1172,6 +1185,7 @@ fn retry(ctx: &mut Ctx, path: &str, v: &Value) -> Option<RetryPlan> {
         max_backoff: duration_ms(ctx, &obj, "max-backoff", 1000),
         retry_statuses,
         drop_statuses,
+        budget,
     })
 }
 

@@ -100,6 +100,8 @@ pub struct DestinationSnapshot {
     /// Requests that got no response (connect or I/O error).
     pub failures: u64,
     pub retries: u64,
+    /// Retries not made: the retry budget was spent.
+    pub retries_denied: u64,
     pub timeouts: u64,
     /// Attempts not queued: every endpoint's queue was full.
     pub queue_full: u64,
@@ -212,6 +214,7 @@ impl Snapshot {
                 }
                 m.failures += load(&d.errors);
                 m.retries += load(&d.retries);
+                m.retries_denied += load(&d.retries_denied);
                 m.timeouts += load(&d.timeouts);
                 m.queue_full += load(&d.queue_full);
                 m.delivered += load(&d.delivered);
@@ -441,6 +444,11 @@ impl Collector for SnapshotCollector {
             ("sluice_destination_retries", "Requests sent again", |d| {
                 d.retries
             }),
+            (
+                "sluice_destination_retries_denied",
+                "Retries not made: the retry budget (retry.budget-percent) was spent; answered 11",
+                |d| d.retries_denied,
+            ),
             (
                 "sluice_destination_timeouts",
                 "Requests past call-timeout",

@@ -181,6 +181,7 @@ pub fn destination(name: &str, version: HttpVersion, urls: &[String]) -> Destina
             max_backoff: Duration::from_millis(100),
             retry_statuses: StatusSet(vec![(429, 429), (500, 599)]),
             drop_statuses: StatusSet(vec![(400, 499)]),
+            budget: RetryBudgetPlan::default(),
         },
     }
 }
