@@ -11,7 +11,8 @@
 # bench-batched.sh markers (RESULTS=0: print only).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
 # Env: RECORDS [1000000], PEER [nghttpd|sink], PERF=0 (no perf record),
-#      SKIP_BUILD=1, RESULTS=0.
+#      SKIP_BUILD=1, RESULTS=0, BIN (the sluice binary to measure, e.g. a
+#      baseline copy; default target/release/sluice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-1000000}
 PEER=${PEER:-nghttpd}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
-BIN=$PWD/target/release/sluice
+BIN=${BIN:-$PWD/target/release/sluice}
 W=$(mktemp -d /tmp/sluice-batched.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
