@@ -7,19 +7,22 @@
 //! [`LocalExec`] spawns hyper's background tasks on the shard's executor,
 //! and [`GlommioTimer`] gives hyper a timer. h2 wants tokio's IO traits
 //! instead: `tokio_util::compat::FuturesAsyncReadCompatExt::compat(stream)`
-//! provides them without a tokio runtime. [`connect`], [`executor_builder`]
-//! and [`probe_io_uring`] are the small start-up helpers every part shares.
+//! provides them without a tokio runtime; [`TurnBuffered`] gathers an h2
+//! connection's writes. [`connect`], [`executor_builder`] and
+//! [`probe_io_uring`] are the small start-up helpers every part shares.
 
+use std::cell::Cell;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{ready, AsyncRead, AsyncWrite};
 
 /// Adapts a futures-io stream (a glommio `TcpStream`, a futures-rustls
 /// stream) to hyper's `rt::Read` + `rt::Write`.
@@ -73,6 +76,129 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// The write side of an HTTP/2 connection, gathered. h2 flushes its
+/// transport after every large DATA frame it queues (its encoder holds one
+/// at a time), and glommio's sockets have no vectored write: unbuffered,
+/// each DATA frame header and payload was a `send` of its own, and buffered
+/// but flushed when asked, still one `send` per frame — each waking the peer
+/// (on loopback, running its receive path on this core). Here a flush is put
+/// off until the connection's task has finished its turn: a small task
+/// queued behind it marks the turn over and wakes it, and the flush of its
+/// next turn writes everything h2 produced at once. Writes larger than the
+/// buffer go straight through (after what is buffered); close flushes.
+/// Must run on a glommio executor (it spawns the turn marker there).
+#[derive(Debug)]
+pub struct TurnBuffered<T> {
+    inner: T,
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already written.
+    sent: usize,
+    cap: usize,
+    turn: Rc<Turn>,
+}
+
+#[derive(Debug, Default)]
+struct Turn {
+    /// The task that deferred a flush has been polled to its end since.
+    over: Cell<bool>,
+    /// A turn marker is queued.
+    marking: Cell<bool>,
+}
+
+impl<T> TurnBuffered<T> {
+    pub fn new(inner: T, cap: usize) -> Self {
+        TurnBuffered {
+            inner,
+            buf: Vec::with_capacity(cap),
+            sent: 0,
+            cap: cap.max(1),
+            turn: Rc::new(Turn::default()),
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+}
+
+impl<T: AsyncWrite + Unpin> TurnBuffered<T> {
+    fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.buf.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "connection accepts no more bytes",
+                    )))
+                }
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.buf.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TurnBuffered<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TurnBuffered<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.buf.len() + data.len() > this.cap {
+            ready!(this.poll_write_buffered(cx))?;
+        }
+        if data.len() >= this.cap {
+            return Pin::new(&mut this.inner).poll_write(cx, data);
+        }
+        this.buf.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.buffered() > 0 && !this.turn.over.get() {
+            if !this.turn.marking.replace(true) {
+                let (turn, waker) = (this.turn.clone(), cx.waker().clone());
+                // glommio polls a spawned task at once: it must yield to
+                // queue itself behind the task whose turn it marks.
+                glommio::spawn_local(async move {
+                    futures_lite::future::yield_now().await;
+                    turn.marking.set(false);
+                    turn.over.set(true);
+                    waker.wake();
+                })
+                .detach();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_write_buffered(cx))?;
+        this.turn.over.set(false);
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(this.poll_write_buffered(cx))?;
+        Pin::new(&mut this.inner).poll_close(cx)
     }
 }
 
@@ -352,6 +478,61 @@ mod tests {
         });
         server.join().unwrap();
         assert_eq!(got, b"hello");
+    }
+
+    /// h2's pattern: write a frame, flush, write the next, flush, then end
+    /// the turn. Nothing leaves until the turn is over; then one flush sends
+    /// it all, and the turn marker is what wakes the task for it.
+    #[test]
+    fn turn_buffered_writes_a_turn_at_once() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let ex = executor_builder(None, "rt-turn").make().unwrap();
+        let frames: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 100]).collect();
+        let big = vec![7u8; 600];
+        let expected: Vec<u8> = frames.iter().flatten().chain(&big).copied().collect();
+        ex.run(async move {
+            let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+            let mut io = TurnBuffered::new(stream, 512);
+            for f in &frames {
+                io.write_all(f).await.unwrap();
+                io.flush().await.unwrap();
+            }
+            assert_eq!(io.buffered(), 300, "flushes inside the turn wait");
+            // End the turn: pending until something wakes this task.
+            let mut polled = false;
+            let woken = std::future::poll_fn(|_| {
+                if polled {
+                    Poll::Ready(true)
+                } else {
+                    polled = true;
+                    Poll::Pending
+                }
+            });
+            let woken = futures_lite::future::or(woken, async {
+                glommio::timer::sleep(Duration::from_secs(5)).await;
+                false
+            })
+            .await;
+            assert!(woken, "the turn marker wakes the task");
+            io.flush().await.unwrap();
+            assert_eq!(io.buffered(), 0, "the next turn's flush writes");
+            // Larger than the buffer: straight through.
+            io.write_all(&big).await.unwrap();
+            assert_eq!(io.buffered(), 0);
+            io.close().await.unwrap();
+            let mut rest = Vec::new();
+            let _ = io.read_to_end(&mut rest).await;
+        });
+        assert_eq!(server.join().unwrap(), expected);
     }
 
     #[test]
