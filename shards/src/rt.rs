@@ -11,7 +11,7 @@
 //! connection's writes. [`connect`], [`executor_builder`] and
 //! [`probe_io_uring`] are the small start-up helpers every part shares.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io;
@@ -84,121 +84,131 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
 /// at a time), and glommio's sockets have no vectored write: unbuffered,
 /// each DATA frame header and payload was a `send` of its own, and buffered
 /// but flushed when asked, still one `send` per frame — each waking the peer
-/// (on loopback, running its receive path on this core). Here a flush is put
-/// off until the connection's task has finished its turn: a small task
-/// queued behind it marks the turn over and wakes it, and the flush of its
-/// next turn writes everything h2 produced at once. Writes larger than the
-/// buffer go straight through (after what is buffered); close flushes.
-/// Must run on a glommio executor (it spawns the turn marker there).
+/// (on loopback, running its receive path on this core). Here a flush only
+/// queues a small task behind the connection's task; when it runs (the
+/// connection's turn is over) it writes everything h2 produced in that turn
+/// at once. If the socket is full it leaves the rest to the connection's
+/// next flush (the socket wakes that task when it has room). Writes larger
+/// than the buffer go straight through, after what is buffered; close
+/// flushes. Must run on a glommio executor (it spawns the turn's writer).
 #[derive(Debug)]
 pub struct TurnBuffered<T> {
+    io: Rc<RefCell<Gathered<T>>>,
+    cap: usize,
+}
+
+#[derive(Debug)]
+struct Gathered<T> {
     inner: T,
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already written.
     sent: usize,
-    cap: usize,
-    turn: Rc<Turn>,
-}
-
-#[derive(Debug, Default)]
-struct Turn {
-    /// The task that deferred a flush has been polled to its end since.
-    over: Cell<bool>,
-    /// A turn marker is queued.
-    marking: Cell<bool>,
+    /// A turn's writer is queued.
+    queued: bool,
+    /// The turn's writer could not write everything: the next flush must.
+    behind: bool,
 }
 
 impl<T> TurnBuffered<T> {
     pub fn new(inner: T, cap: usize) -> Self {
         TurnBuffered {
-            inner,
-            buf: Vec::with_capacity(cap),
-            sent: 0,
+            io: Rc::new(RefCell::new(Gathered {
+                inner,
+                buf: Vec::with_capacity(cap),
+                sent: 0,
+                queued: false,
+                behind: false,
+            })),
             cap: cap.max(1),
-            turn: Rc::new(Turn::default()),
         }
     }
 
     /// Bytes waiting to be written.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.sent
+        let io = self.io.borrow();
+        io.buf.len() - io.sent
     }
 }
 
-impl<T: AsyncWrite + Unpin> TurnBuffered<T> {
+impl<T: AsyncWrite + Unpin> Gathered<T> {
     fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.buf.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..]) {
-                Poll::Ready(Ok(0)) => {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..])) {
+                Ok(0) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "connection accepts no more bytes",
                     )))
                 }
-                Poll::Ready(Ok(n)) => self.sent += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Ok(n) => self.sent += n,
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         self.buf.clear();
         self.sent = 0;
+        self.behind = false;
         Poll::Ready(Ok(()))
     }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TurnBuffered<T> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        Pin::new(&mut self.io.borrow_mut().inner).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for TurnBuffered<T> {
+impl<T: AsyncWrite + Unpin + 'static> AsyncWrite for TurnBuffered<T> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.buf.len() + data.len() > this.cap {
-            ready!(this.poll_write_buffered(cx))?;
+        let mut io = self.io.borrow_mut();
+        if io.buf.len() + data.len() > self.cap {
+            ready!(io.poll_write_buffered(cx))?;
         }
-        if data.len() >= this.cap {
-            return Pin::new(&mut this.inner).poll_write(cx, data);
+        if data.len() >= self.cap {
+            return Pin::new(&mut io.inner).poll_write(cx, data);
         }
-        this.buf.extend_from_slice(data);
+        io.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.buffered() > 0 && !this.turn.over.get() {
-            if !this.turn.marking.replace(true) {
-                let (turn, waker) = (this.turn.clone(), cx.waker().clone());
-                // glommio polls a spawned task at once: it must yield to
-                // queue itself behind the task whose turn it marks.
-                glommio::spawn_local(async move {
-                    futures_lite::future::yield_now().await;
-                    turn.marking.set(false);
-                    turn.over.set(true);
-                    waker.wake();
-                })
-                .detach();
-            }
-            return Poll::Ready(Ok(()));
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut io = self.io.borrow_mut();
+        if io.behind {
+            ready!(io.poll_write_buffered(cx))?;
+            return Pin::new(&mut io.inner).poll_flush(cx);
         }
-        ready!(this.poll_write_buffered(cx))?;
-        this.turn.over.set(false);
-        Pin::new(&mut this.inner).poll_flush(cx)
+        if io.buf.len() > io.sent && !io.queued {
+            io.queued = true;
+            let (shared, waker) = (self.io.clone(), cx.waker().clone());
+            // glommio polls a spawned task at once: it yields first, to
+            // run behind the task whose turn it ends.
+            glommio::spawn_local(async move {
+                futures_lite::future::yield_now().await;
+                let mut io = shared.borrow_mut();
+                io.queued = false;
+                // Registers the connection's task with the socket if full.
+                let mut cx = Context::from_waker(&waker);
+                if !matches!(io.poll_write_buffered(&mut cx), Poll::Ready(Ok(()))) {
+                    io.behind = true;
+                    waker.wake_by_ref();
+                }
+            })
+            .detach();
+        }
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        ready!(this.poll_write_buffered(cx))?;
-        Pin::new(&mut this.inner).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut io = self.io.borrow_mut();
+        ready!(io.poll_write_buffered(cx))?;
+        Pin::new(&mut io.inner).poll_close(cx)
     }
 }
 
@@ -481,8 +491,8 @@ mod tests {
     }
 
     /// h2's pattern: write a frame, flush, write the next, flush, then end
-    /// the turn. Nothing leaves until the turn is over; then one flush sends
-    /// it all, and the turn marker is what wakes the task for it.
+    /// the turn. Nothing leaves inside the turn; the turn's writer sends it
+    /// all once the task yields, without polling the task again.
     #[test]
     fn turn_buffered_writes_a_turn_at_once() {
         use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -507,24 +517,8 @@ mod tests {
                 io.flush().await.unwrap();
             }
             assert_eq!(io.buffered(), 300, "flushes inside the turn wait");
-            // End the turn: pending until something wakes this task.
-            let mut polled = false;
-            let woken = std::future::poll_fn(|_| {
-                if polled {
-                    Poll::Ready(true)
-                } else {
-                    polled = true;
-                    Poll::Pending
-                }
-            });
-            let woken = futures_lite::future::or(woken, async {
-                glommio::timer::sleep(Duration::from_secs(5)).await;
-                false
-            })
-            .await;
-            assert!(woken, "the turn marker wakes the task");
-            io.flush().await.unwrap();
-            assert_eq!(io.buffered(), 0, "the next turn's flush writes");
+            futures_lite::future::yield_now().await;
+            assert_eq!(io.buffered(), 0, "the turn's writer wrote it all");
             // Larger than the buffer: straight through.
             io.write_all(&big).await.unwrap();
             assert_eq!(io.buffered(), 0);
