@@ -87,8 +87,9 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
 /// (on loopback, running its receive path on this core). Here a flush only
 /// queues a small task behind the connection's task; when it runs (the
 /// connection's turn is over) it writes everything h2 produced in that turn
-/// at once. If the socket is full it leaves the rest to the connection's
-/// next flush (the socket wakes that task when it has room). Writes larger
+/// at once, and flushes the layer below. If the socket is full it leaves
+/// the rest to the connection's next flush (the socket wakes that task when
+/// it has room); a flush with nothing gathered goes straight through. Writes larger
 /// than the buffer go straight through, after what is buffered; close
 /// flushes. Must run on a glommio executor (it spawns the turn's writer).
 #[derive(Debug)]
@@ -180,11 +181,14 @@ impl<T: AsyncWrite + Unpin + 'static> AsyncWrite for TurnBuffered<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut io = self.io.borrow_mut();
-        if io.behind {
+        // Nothing gathered (or the turn's writer fell behind): flush through,
+        // so that a layer below (TLS keeps records it could not write yet)
+        // is flushed whenever h2 asks.
+        if io.behind || io.buf.len() == io.sent {
             ready!(io.poll_write_buffered(cx))?;
             return Pin::new(&mut io.inner).poll_flush(cx);
         }
-        if io.buf.len() > io.sent && !io.queued {
+        if !io.queued {
             io.queued = true;
             let (shared, waker) = (self.io.clone(), cx.waker().clone());
             // glommio polls a spawned task at once: it yields first, to
@@ -195,7 +199,14 @@ impl<T: AsyncWrite + Unpin + 'static> AsyncWrite for TurnBuffered<T> {
                 io.queued = false;
                 // Registers the connection's task with the socket if full.
                 let mut cx = Context::from_waker(&waker);
-                if !matches!(io.poll_write_buffered(&mut cx), Poll::Ready(Ok(()))) {
+                let done = match io.poll_write_buffered(&mut cx) {
+                    Poll::Ready(Ok(())) => matches!(
+                        Pin::new(&mut io.inner).poll_flush(&mut cx),
+                        Poll::Ready(Ok(()))
+                    ),
+                    _ => false,
+                };
+                if !done {
                     io.behind = true;
                     waker.wake_by_ref();
                 }
