@@ -11,7 +11,10 @@
 # bench-batched.sh markers (RESULTS=0: print only).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
 # Env: RECORDS [1000000], PEER [nghttpd|sink], PERF=0 (no perf record),
-#      SKIP_BUILD=1, RESULTS=0.
+#      SKIP_BUILD=1, RESULTS=0, BIN (the sluice binary to measure, e.g. a
+#      baseline copy; default target/release/sluice), NGHTTPD_ARGS (extra
+#      nghttpd options, e.g. "-W 24 -w 20" for larger flow-control windows
+#      than HTTP/2's default 64 KiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +22,7 @@ RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-1000000}
 PEER=${PEER:-nghttpd}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
-BIN=$PWD/target/release/sluice
+BIN=${BIN:-$PWD/target/release/sluice}
 W=$(mktemp -d /tmp/sluice-batched.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -31,7 +34,7 @@ PEER_PORT=$(free_port)
 case "$PEER" in
   nghttpd)
     mkdir -p "$W/docroot" && echo ok >"$W/docroot/in"
-    taskset -c "$LOADCPU" nghttpd --no-tls -d "$W/docroot" "$PEER_PORT" >"$W/peer.log" 2>&1 &
+    taskset -c "$LOADCPU" nghttpd --no-tls ${NGHTTPD_ARGS:-} -d "$W/docroot" "$PEER_PORT" >"$W/peer.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 100); do curl -s -o /dev/null --http2-prior-knowledge "http://127.0.0.1:$PEER_PORT/in" && break; sleep 0.1; done
     ;;
@@ -117,7 +120,7 @@ fi
   echo
   echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs, shared with other"
   echo "engineers' builds; $(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD)."
-  echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEER=$PEER). sluice \`--shards 1 --cores 0\`,"
+  echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEER=$PEER${NGHTTPD_ARGS:+, NGHTTPD_ARGS=\"$NGHTTPD_ARGS\"}). sluice \`--shards 1 --cores 0\`,"
   echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, HTTP/2 to $PEER;"
   echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and $PEER on CPU $LOADCPU."
   echo "sluice CPU = utime + stime from /proc/PID/stat around the measured run (after a 50 000-record warm-up)."

@@ -3,6 +3,10 @@
 //! `batch_end`). A batch leaves at the first limit reached — records, bytes,
 //! or the interval since its first record — and its delivery decides the
 //! ack slot of every record in it.
+//!
+//! Records are encoded straight into the open body (no copy per record);
+//! the body is allocated at about the size the previous batch reached, not
+//! at `max-bytes`, so a batch touches only the memory it fills.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -11,10 +15,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use glommio::sync::StaticPermit;
 use sluice_codec::ack;
-use sluice_codec::encode::BatchStart;
+use sluice_codec::encode::{BatchStart, Encoder};
 
 use crate::ackq::{Seq, SharedAcks};
-use crate::dlq::{self, Dead};
+use crate::dlq::{self, Dead, Verdict};
 use crate::plan::{BatchPlan, FormatId, RouteId};
 use crate::session::{deliver, RECORD_DEADLINE};
 use crate::shard::{ShardCtx, ShardPlan};
@@ -44,7 +48,12 @@ pub struct Batcher {
     /// Counts batches opened, so that an interval timer flushes only the
     /// batch it was started for.
     opened: Cell<u64>,
+    /// Capacity for the next body: a little over the last body's length.
+    body_hint: Cell<usize>,
 }
+
+/// The first body's capacity, before any batch has been measured.
+const FIRST_BODY: usize = 16 * 1024;
 
 impl Batcher {
     pub fn new(route: RouteId, format: FormatId, limits: BatchPlan) -> Self {
@@ -54,45 +63,61 @@ impl Batcher {
             limits,
             open: RefCell::new(None),
             opened: Cell::new(0),
+            body_hint: Cell::new(FIRST_BODY),
         }
     }
 
-    /// Adds one encoded record; flushes when a limit is reached.
-    pub fn add(
+    /// Encodes one record into the open batch (opening one if needed),
+    /// after the format's separator, and adds it as member `m`; flushes when
+    /// a limit is reached. `encoder` is the route's format (`self.format` of
+    /// `plan`). When `encode` fails the body is left as it was and `m` comes
+    /// back with the error.
+    pub fn add<E>(
         self: &Rc<Self>,
         plan: &Rc<ShardPlan>,
         ctx: &Rc<ShardCtx>,
-        record: &[u8],
+        encoder: &Encoder,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
         m: Member,
-    ) {
-        let Some(fmt) = plan.plan.formats.get(self.format) else {
-            m.acks.borrow_mut().decide(m.seq, ack::UNAVAILABLE);
-            ctx.record_done(m.received);
-            return;
-        };
+    ) -> Result<(), (E, Member)> {
         let full = {
             let mut slot = self.open.borrow_mut();
-            let open = slot.get_or_insert_with(|| {
-                let mut body = Vec::with_capacity(self.limits.max_bytes.min(1 << 20));
-                let start = fmt.encoder.batch_begin(&mut body);
-                self.opened.set(self.opened.get() + 1);
-                self.arm_timer(plan, ctx, self.opened.get());
-                Open {
-                    body,
-                    start,
-                    members: Vec::new(),
-                }
-            });
+            let open = match slot.as_mut() {
+                Some(open) => open,
+                None => slot.insert(self.open_batch(plan, ctx, encoder)),
+            };
+            let mark = open.body.len();
             if !open.members.is_empty() {
-                fmt.encoder.batch_separator(&mut open.body);
+                encoder.batch_separator(&mut open.body);
             }
-            open.body.extend_from_slice(record);
+            if let Err(e) = encode(&mut open.body) {
+                open.body.truncate(mark);
+                return Err((e, m));
+            }
             open.members.push(m);
             open.members.len() >= self.limits.max_records.max(1)
                 || open.body.len() >= self.limits.max_bytes
         };
         if full {
             self.flush(plan, ctx);
+        }
+        Ok(())
+    }
+
+    fn open_batch(
+        self: &Rc<Self>,
+        plan: &Rc<ShardPlan>,
+        ctx: &Rc<ShardCtx>,
+        encoder: &Encoder,
+    ) -> Open {
+        let mut body = Vec::with_capacity(self.body_hint.get());
+        let start = encoder.batch_begin(&mut body);
+        self.opened.set(self.opened.get() + 1);
+        self.arm_timer(plan, ctx, self.opened.get());
+        Open {
+            body,
+            start,
+            members: Vec::with_capacity(self.limits.max_records.clamp(1, 1024)),
         }
     }
 
@@ -116,11 +141,22 @@ impl Batcher {
         };
         // A new batch must not be flushed by this batch's timer.
         self.opened.set(self.opened.get() + 1);
+        if open.members.is_empty() {
+            // Opened for a record that could not be encoded: nothing to send.
+            return;
+        }
         let Some(fmt) = plan.plan.formats.get(self.format) else {
+            for m in open.members {
+                m.acks.borrow_mut().decide(m.seq, ack::UNAVAILABLE);
+                ctx.record_done(m.received);
+            }
             return;
         };
         let n = open.members.len() as u32;
         fmt.encoder.batch_end(&mut open.body, open.start, n);
+        let len = open.body.len();
+        self.body_hint
+            .set((len + len / 8).clamp(FIRST_BODY, self.limits.max_bytes.max(FIRST_BODY)));
         let content_type = fmt.encoder.batch_content_type();
         let deadline = open
             .members
@@ -134,17 +170,24 @@ impl Batcher {
         let mut members = open.members;
         glommio::spawn_local(async move {
             let verdict = deliver(&plan, route, body, content_type, deadline, &ctx).await;
-            let dead: Vec<Dead> = members
-                .iter_mut()
-                .map(|m| Dead {
-                    port: m.dead.port,
-                    frame: m.dead.frame.take(),
-                })
-                .collect();
+            // Frames are kept only while a dead-letter file is configured,
+            // and needed only for a rejected batch.
+            let dead: Vec<Dead> = match verdict {
+                Verdict::Rejected(_) => members
+                    .iter_mut()
+                    .map(|m| Dead {
+                        port: m.dead.port,
+                        frame: m.dead.frame.take(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             let result = dlq::settle(&ctx, &plan.plan, verdict, &dead).await;
+            // One clock read for the whole batch.
+            let now = Instant::now();
             for m in members {
                 m.acks.borrow_mut().decide(m.seq, result);
-                ctx.record_done(m.received);
+                ctx.record_done_at(m.received, now);
             }
         })
         .detach();

@@ -40,6 +40,10 @@ const DOWN_MAX: Duration = Duration::from_secs(5);
 /// endpoint's queue (servers commonly allow 100–1024 concurrent streams; h2
 /// keeps the excess over the server's limit in its own pending queue).
 pub const H2_STREAMS_PER_CONNECTION: usize = 256;
+/// Bytes an HTTP/2 connection gathers before it writes (it also writes at
+/// the end of each of its task's turns): four DATA frames of the default
+/// 16 KiB.
+const H2_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Why one attempt failed; decides whether it is retried.
 #[derive(Debug, thiserror::Error)]
@@ -922,6 +926,8 @@ async fn h2_handshake<T>(
 where
     T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
+    // Unbuffered, one batch body cost a dozen `send`s (see TurnBuffered).
+    let io = rt::TurnBuffered::new(io, H2_WRITE_BUFFER);
     let (send, conn) = builder.handshake(io.compat()).await?;
     glommio::spawn_local(async move {
         if let Err(e) = conn.await {

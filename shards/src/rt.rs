@@ -7,19 +7,22 @@
 //! [`LocalExec`] spawns hyper's background tasks on the shard's executor,
 //! and [`GlommioTimer`] gives hyper a timer. h2 wants tokio's IO traits
 //! instead: `tokio_util::compat::FuturesAsyncReadCompatExt::compat(stream)`
-//! provides them without a tokio runtime. [`connect`], [`executor_builder`]
-//! and [`probe_io_uring`] are the small start-up helpers every part shares.
+//! provides them without a tokio runtime; [`TurnBuffered`] gathers an h2
+//! connection's writes. [`connect`], [`executor_builder`] and
+//! [`probe_io_uring`] are the small start-up helpers every part shares.
 
+use std::cell::RefCell;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{ready, AsyncRead, AsyncWrite};
 
 /// Adapts a futures-io stream (a glommio `TcpStream`, a futures-rustls
 /// stream) to hyper's `rt::Read` + `rt::Write`.
@@ -73,6 +76,150 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// The write side of an HTTP/2 connection, gathered. h2 flushes its
+/// transport after every large DATA frame it queues (its encoder holds one
+/// at a time), and glommio's sockets have no vectored write: unbuffered,
+/// each DATA frame header and payload was a `send` of its own, and buffered
+/// but flushed when asked, still one `send` per frame — each waking the peer
+/// (on loopback, running its receive path on this core). Here a flush only
+/// queues a small task behind the connection's task; when it runs (the
+/// connection's turn is over) it writes everything h2 produced in that turn
+/// at once, and flushes the layer below. If the socket is full it leaves
+/// the rest to the connection's next flush (the socket wakes that task when
+/// it has room); a flush with nothing gathered goes straight through. Writes larger
+/// than the buffer go straight through, after what is buffered; close
+/// flushes. Must run on a glommio executor (it spawns the turn's writer).
+#[derive(Debug)]
+pub struct TurnBuffered<T> {
+    io: Rc<RefCell<Gathered<T>>>,
+    cap: usize,
+}
+
+#[derive(Debug)]
+struct Gathered<T> {
+    inner: T,
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already written.
+    sent: usize,
+    /// A turn's writer is queued.
+    queued: bool,
+    /// The turn's writer could not write everything: the next flush must.
+    behind: bool,
+}
+
+impl<T> TurnBuffered<T> {
+    pub fn new(inner: T, cap: usize) -> Self {
+        TurnBuffered {
+            io: Rc::new(RefCell::new(Gathered {
+                inner,
+                buf: Vec::with_capacity(cap),
+                sent: 0,
+                queued: false,
+                behind: false,
+            })),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn buffered(&self) -> usize {
+        let io = self.io.borrow();
+        io.buf.len() - io.sent
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Gathered<T> {
+    fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.buf.len() {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..])) {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "connection accepts no more bytes",
+                    )))
+                }
+                Ok(n) => self.sent += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.buf.clear();
+        self.sent = 0;
+        self.behind = false;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TurnBuffered<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io.borrow_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin + 'static> AsyncWrite for TurnBuffered<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut io = self.io.borrow_mut();
+        if io.buf.len() + data.len() > self.cap {
+            ready!(io.poll_write_buffered(cx))?;
+        }
+        if data.len() >= self.cap {
+            return Pin::new(&mut io.inner).poll_write(cx, data);
+        }
+        io.buf.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut io = self.io.borrow_mut();
+        // Nothing gathered (or the turn's writer fell behind): flush through,
+        // so that a layer below (TLS keeps records it could not write yet)
+        // is flushed whenever h2 asks.
+        if io.behind || io.buf.len() == io.sent {
+            ready!(io.poll_write_buffered(cx))?;
+            return Pin::new(&mut io.inner).poll_flush(cx);
+        }
+        if !io.queued {
+            io.queued = true;
+            let (shared, waker) = (self.io.clone(), cx.waker().clone());
+            // glommio polls a spawned task at once: it yields first, to
+            // run behind the task whose turn it ends.
+            glommio::spawn_local(async move {
+                futures_lite::future::yield_now().await;
+                let mut io = shared.borrow_mut();
+                io.queued = false;
+                // Registers the connection's task with the socket if full.
+                let mut cx = Context::from_waker(&waker);
+                let done = match io.poll_write_buffered(&mut cx) {
+                    Poll::Ready(Ok(())) => matches!(
+                        Pin::new(&mut io.inner).poll_flush(&mut cx),
+                        Poll::Ready(Ok(()))
+                    ),
+                    _ => false,
+                };
+                if !done {
+                    io.behind = true;
+                    waker.wake_by_ref();
+                }
+            })
+            .detach();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut io = self.io.borrow_mut();
+        ready!(io.poll_write_buffered(cx))?;
+        Pin::new(&mut io.inner).poll_close(cx)
     }
 }
 
@@ -352,6 +499,45 @@ mod tests {
         });
         server.join().unwrap();
         assert_eq!(got, b"hello");
+    }
+
+    /// h2's pattern: write a frame, flush, write the next, flush, then end
+    /// the turn. Nothing leaves inside the turn; the turn's writer sends it
+    /// all once the task yields, without polling the task again.
+    #[test]
+    fn turn_buffered_writes_a_turn_at_once() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::Read;
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let ex = executor_builder(None, "rt-turn").make().unwrap();
+        let frames: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 100]).collect();
+        let big = vec![7u8; 600];
+        let expected: Vec<u8> = frames.iter().flatten().chain(&big).copied().collect();
+        ex.run(async move {
+            let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+            let mut io = TurnBuffered::new(stream, 512);
+            for f in &frames {
+                io.write_all(f).await.unwrap();
+                io.flush().await.unwrap();
+            }
+            assert_eq!(io.buffered(), 300, "flushes inside the turn wait");
+            futures_lite::future::yield_now().await;
+            assert_eq!(io.buffered(), 0, "the turn's writer wrote it all");
+            // Larger than the buffer: straight through.
+            io.write_all(&big).await.unwrap();
+            assert_eq!(io.buffered(), 0);
+            io.close().await.unwrap();
+            let mut rest = Vec::new();
+            let _ = io.read_to_end(&mut rest).await;
+        });
+        assert_eq!(server.join().unwrap(), expected);
     }
 
     #[test]

@@ -2,16 +2,22 @@
 //! top to bottom — read, parse, route, encode, deliver, ack.
 //!
 //! The reader (this module's [`run`]) cuts frames in place out of one
-//! preallocated buffer and starts a delivery task per record; the writer
-//! task sends decided acks in arrival order, every ready ack in one write.
-//! Backpressure: a record needs a permit of the shard's share of
-//! `max-concurrent-records`; without one the reader stops reading and TCP
-//! pushes back to XDR.
+//! preallocated buffer and starts a delivery task per record (or adds it to
+//! its route's open batch); the writer task sends decided acks in arrival
+//! order, every ready ack in one write. Backpressure: a record needs a
+//! permit of the shard's share of `max-concurrent-records`; without one the
+//! reader stops reading and TCP pushes back to XDR.
+//!
+//! The clock is read once per read of the socket, not per record: every
+//! record cut from those bytes was received then (its deadline and its
+//! stand-in LUT count from that moment).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use glommio::sync::StaticPermit;
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,7 +25,7 @@ use sluice_codec::ack;
 use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 
 use crate::ackq::{AckQueue, SharedAcks};
-use crate::batch::{Batcher, Member};
+use crate::batch::Member;
 use crate::dlq::{self, Dead, Verdict};
 use crate::order::{Key, Outbound};
 use crate::plan::{OrderingPlan, RouteAction, RouteId};
@@ -49,7 +55,6 @@ where
         peer,
         acks: acks.clone(),
         scratch: Vec::new(),
-        out: Vec::new(),
     };
     futures_lite::future::or(session.read_loop(reader), async {
         ctx.stopping.wait().await;
@@ -73,8 +78,31 @@ struct Session {
     acks: SharedAcks,
     /// Inflated compressed frames.
     scratch: Vec<u8>,
-    /// Records encoded for a batch (copied into the batch body).
-    out: Vec<u8>,
+}
+
+/// When a read's bytes arrived: every record cut from them shares it.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    at: Instant,
+    /// The same moment as Unix milliseconds (the encoders' stand-in for a
+    /// missing LUT).
+    unix_ms: u64,
+}
+
+impl Arrival {
+    fn now() -> Self {
+        Arrival {
+            at: Instant::now(),
+            unix_ms: unix_ms(),
+        }
+    }
+}
+
+/// A record taken on: its ack slot, its permit, its arrival.
+struct Taken {
+    seq: crate::ackq::Seq,
+    permit: StaticPermit,
+    arrival: Arrival,
 }
 
 impl Session {
@@ -83,12 +111,15 @@ impl Session {
         let max_body = self.ctx.plan().plan.service.max_message_bytes;
         let mut buf = vec![0u8; READ_BUF];
         let (mut start, mut end) = (0usize, 0usize);
+        let mut arrival = Arrival::now();
         loop {
             while start < end {
                 match wire::frame::cut(&buf[start..end], max_body) {
                     Ok(Some(frame)) => {
                         let len = frame.bytes.len();
-                        self.on_frame(frame.ty, frame.bytes).await;
+                        if !self.on_frame(frame.ty, frame.bytes, arrival).await {
+                            return;
+                        }
                         start += len;
                     }
                     Ok(None) => break,
@@ -121,57 +152,70 @@ impl Session {
                     return;
                 }
             };
+            arrival = Arrival::now();
             self.ctx.stats.bytes_in.local_add(n as u64);
             end += n;
         }
     }
 
     /// Steps 2–5 for one frame; the record's ack slot is reserved here, so
-    /// acks keep arrival order whatever order deliveries finish in.
-    async fn on_frame(&mut self, ty: FrameType, frame: &[u8]) {
+    /// acks keep arrival order whatever order deliveries finish in. false:
+    /// the session must end (the shard's permits are closed).
+    async fn on_frame(&mut self, ty: FrameType, frame: &[u8], arrival: Arrival) -> bool {
         match ty {
             FrameType::Message | FrameType::Compressed => {}
             FrameType::Info => {
                 self.ctx.stats.info_frames.fetch_add(1, Relaxed);
                 self.acks.borrow_mut().push_info();
-                return;
+                return true;
             }
             FrameType::Security => {
                 // Connector DCs are never sent logins; answer like an info
                 // request rather than leaving XDR waiting.
                 self.ctx.stats.info_frames.fetch_add(1, Relaxed);
                 self.acks.borrow_mut().push_info();
-                return;
+                return true;
             }
         }
         let stats = &self.ctx.stats;
-        stats.records_received.fetch_add(1, Relaxed);
-        // Backpressure: wait for room before taking the record on.
-        let Ok(permit) = self.ctx.permits.acquire_static_permit(1).await else {
-            return;
+        stats.records_received.local_add(1);
+        // Backpressure: wait for room before taking the record on. Without
+        // a waiter there is nothing to await: take it at once.
+        let permit = match self.ctx.permits.try_acquire_static_permit(1) {
+            Ok(p) => p,
+            Err(_) => match self.ctx.permits.acquire_static_permit(1).await {
+                Ok(p) => p,
+                // Skipping the record would shift every later ack onto the
+                // wrong request: end the session, XDR resends.
+                Err(_) => return false,
+            },
         };
-        stats.in_flight.fetch_add(1, Relaxed);
-        let received = Instant::now();
+        stats.in_flight.local_add(1);
         let seq = self
             .acks
             .borrow_mut()
             .push(wire::header::generation_of(frame));
         let plan = self.ctx.plan();
-        match self.prepare(&plan, frame) {
+        let taken = Taken {
+            seq,
+            permit,
+            arrival,
+        };
+        let Some((prepared, taken)) = self.prepare(&plan, frame, taken) else {
+            // In its route's open batch: the batch decides it.
+            return true;
+        };
+        let Taken {
+            seq,
+            permit,
+            arrival,
+        } = taken;
+        let received = arrival.at;
+        match prepared {
             Prepared::Answer(result) => {
                 self.acks.borrow_mut().decide(seq, result);
                 self.ctx.record_done(received);
                 drop(permit);
-            }
-            Prepared::Batch(batcher) => {
-                let member = Member {
-                    acks: self.acks.clone(),
-                    seq,
-                    permit,
-                    received,
-                    dead: Dead::of(&plan.plan, self.port, frame),
-                };
-                batcher.add(&plan, &self.ctx, &self.out, member);
             }
             Prepared::Deliver {
                 body,
@@ -210,10 +254,19 @@ impl Session {
                 .detach();
             }
         }
+        true
     }
 
-    /// Steps 2–4: parse, route, encode once for the route's format.
-    fn prepare(&mut self, plan: &ShardPlan, frame: &[u8]) -> Prepared {
+    /// Steps 2–4: parse, route, encode once for the route's format. A
+    /// record of a batching route is encoded straight into the route's open
+    /// batch, which then holds it (`None`); any other outcome gives `taken`
+    /// back with what to do.
+    fn prepare(
+        &mut self,
+        plan: &Rc<ShardPlan>,
+        frame: &[u8],
+        taken: Taken,
+    ) -> Option<(Prepared, Taken)> {
         let stats = &self.ctx.stats;
         let p = &plan.plan;
         let rec = match wire::parse(frame, &mut self.scratch, p.service.max_message_bytes) {
@@ -222,24 +275,24 @@ impl Session {
                 stats.parse_errors.fetch_add(1, Relaxed);
                 tracing::warn!(shard = self.ctx.index, peer = ?self.peer, error = %e,
                     "record cannot be parsed; answered 4 (XDR abandons it)");
-                return Prepared::Answer(ack::PARAMETER);
+                return Some((Prepared::Answer(ack::PARAMETER), taken));
             }
         };
         let route_id = p.table.lookup(self.port, rec.namespace, rec.set);
         let Some(route) = p.routes.get(route_id) else {
             stats.skipped.fetch_add(1, Relaxed);
-            return Prepared::Answer(ack::OK);
+            return Some((Prepared::Answer(ack::OK), taken));
         };
         let format = match &route.action {
             RouteAction::Skip => {
                 stats.skipped.fetch_add(1, Relaxed);
-                return Prepared::Answer(ack::OK);
+                return Some((Prepared::Answer(ack::OK), taken));
             }
             RouteAction::Deliver { format, .. } => *format,
         };
         let Some(fmt) = p.formats.get(format) else {
             stats.skipped.fetch_add(1, Relaxed);
-            return Prepared::Answer(ack::OK);
+            return Some((Prepared::Answer(ack::OK), taken));
         };
         // An ordered route sends each record on its own, in its key's turn.
         let order = route
@@ -249,53 +302,82 @@ impl Session {
             Some(_) => None,
             None => plan.batchers.get(route_id).and_then(Option::as_ref),
         };
-        let mut fresh = Vec::new();
-        let out = match batcher {
-            Some(_) => {
-                self.out.clear();
-                &mut self.out
+        let unix_ms = taken.arrival.unix_ms;
+        let (encoded, taken) = match batcher {
+            Some(b) => {
+                let Taken {
+                    seq,
+                    permit,
+                    arrival,
+                } = taken;
+                let member = Member {
+                    acks: self.acks.clone(),
+                    seq,
+                    permit,
+                    received: arrival.at,
+                    dead: Dead::of(p, self.port, frame),
+                };
+                let encode =
+                    |body: &mut Vec<u8>| fmt.encoder.encode(&rec, &fmt.bins, unix_ms, body);
+                match b.add(plan, &self.ctx, &fmt.encoder, encode, member) {
+                    Ok(()) => return None,
+                    Err((e, m)) => (
+                        Err(e),
+                        Taken {
+                            seq: m.seq,
+                            permit: m.permit,
+                            arrival,
+                        },
+                    ),
+                }
             }
             None => {
                 // Held until the record is acked (up to max-concurrent-records
                 // of them): sized so that JSON of a typical record (about 2×
                 // its frame) fits without a doubling reallocation.
-                fresh.reserve(frame.len() * 5 / 2);
-                &mut fresh
+                let mut fresh = Vec::with_capacity(frame.len() * 5 / 2);
+                let encoded = fmt
+                    .encoder
+                    .encode(&rec, &fmt.bins, unix_ms, &mut fresh)
+                    .map(|()| fresh);
+                (encoded, taken)
             }
         };
-        if let Err(e) = fmt.encoder.encode(&rec, &fmt.bins, unix_ms(), out) {
-            stats.encode_errors.fetch_add(1, Relaxed);
-            if p.dead_letter.is_some() {
-                let names = match &route.action {
-                    RouteAction::Deliver { destinations, .. } => destinations.as_slice(),
-                    RouteAction::Skip => &[],
-                };
-                let names = names
-                    .iter()
-                    .filter_map(|d| p.destinations.get(*d))
-                    .map(|d| d.name.as_str());
-                return Prepared::Refused(Verdict::unencodable(names, &e.to_string()));
-            }
-            tracing::warn!(shard = self.ctx.index, namespace = rec.namespace, set = ?rec.set,
+        let fresh = match encoded {
+            Ok(body) => body,
+            Err(e) => {
+                stats.encode_errors.fetch_add(1, Relaxed);
+                if p.dead_letter.is_some() {
+                    let names = match &route.action {
+                        RouteAction::Deliver { destinations, .. } => destinations.as_slice(),
+                        RouteAction::Skip => &[],
+                    };
+                    let names = names
+                        .iter()
+                        .filter_map(|d| p.destinations.get(*d))
+                        .map(|d| d.name.as_str());
+                    return Some((
+                        Prepared::Refused(Verdict::unencodable(names, &e.to_string())),
+                        taken,
+                    ));
+                }
+                tracing::warn!(shard = self.ctx.index, namespace = rec.namespace, set = ?rec.set,
                 error = %e, "record cannot be encoded; answered 4 (XDR abandons it)");
-            return Prepared::Answer(ack::PARAMETER);
-        }
-        if let Some(b) = batcher {
-            return Prepared::Batch(b.clone());
-        }
-        Prepared::Deliver {
+                return Some((Prepared::Answer(ack::PARAMETER), taken));
+            }
+        };
+        let deliver = Prepared::Deliver {
             body: Bytes::from(fresh),
             content_type: fmt.encoder.content_type(),
             route: route_id,
             order,
-        }
+        };
+        Some((deliver, taken))
     }
 }
 
 enum Prepared {
     Answer(u8),
-    /// Encoded into `Session::out`, to join the route's open batch.
-    Batch(Rc<Batcher>),
     Deliver {
         body: Bytes,
         content_type: &'static str,
@@ -374,12 +456,12 @@ async fn write_acks<W: AsyncWrite + Unpin>(mut writer: W, acks: SharedAcks, ctx:
         let n = acks
             .borrow_mut()
             .take_ready(&mut out, |r| stats.count_ack(r));
-        let chunks: Vec<&[u8]> = if buffering || n <= 1 {
-            vec![&out[..]]
+        let chunk = if buffering || n <= 1 {
+            out.len().max(1)
         } else {
-            out.chunks(ack::ACK_LEN).collect()
+            ack::ACK_LEN
         };
-        for chunk in chunks {
+        for chunk in out.chunks(chunk) {
             if let Err(e) = writer.write_all(chunk).await {
                 tracing::debug!(shard = ctx.index, error = %e, "ack write failed; XDR resends");
                 // Nobody can read the rest: drain the queue so the session ends.

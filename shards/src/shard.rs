@@ -175,8 +175,14 @@ pub struct ShardCtx {
 impl ShardCtx {
     /// Counts one decided record: in flight no more, its latency recorded.
     pub fn record_done(&self, received: Instant) {
+        self.record_done_at(received, Instant::now());
+    }
+
+    /// [`ShardCtx::record_done`] decided at `now` (a batch reads the clock
+    /// once for all its records).
+    pub fn record_done_at(&self, received: Instant, now: Instant) {
         self.stats.in_flight.local_sub(1);
-        crate::stats::record_since(&mut self.ack_latency.borrow_mut(), received);
+        crate::stats::record_between(&mut self.ack_latency.borrow_mut(), received, now);
     }
 
     fn histograms(&self) -> ShardHistograms {

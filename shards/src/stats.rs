@@ -195,7 +195,17 @@ pub fn micros_histogram() -> hdrhistogram::Histogram<u64> {
 
 /// Records the time since `since` in microseconds (clamped to the bounds).
 pub fn record_since(h: &mut hdrhistogram::Histogram<u64>, since: std::time::Instant) {
-    let us = (since.elapsed().as_micros() as u64).clamp(1, 60_000_000);
+    record_between(h, since, std::time::Instant::now());
+}
+
+/// Records the time from `since` to `now` in microseconds (clamped to the
+/// bounds).
+pub fn record_between(
+    h: &mut hdrhistogram::Histogram<u64>,
+    since: std::time::Instant,
+    now: std::time::Instant,
+) {
+    let us = (now.saturating_duration_since(since).as_micros() as u64).clamp(1, 60_000_000);
     h.saturating_record(us);
 }
 

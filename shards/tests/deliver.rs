@@ -339,3 +339,71 @@ fn batches_leave_at_max_records_or_the_interval() {
     // Two full batches of 5, and the last 2 sent by the interval.
     assert_eq!(sizes, vec![2, 5, 5]);
 }
+
+/// Records are encoded straight into the open batch body: one that cannot
+/// be encoded (a bin named like the flat-json metadata key) must leave the
+/// body as it was — no half record, no doubled separator — and be answered
+/// 4 in its place, also when it is the record that opened the batch.
+#[test]
+fn batches_keep_their_framing_around_unencodable_records() {
+    let server = TestServer::start(Proto::H2c, None, always(200));
+    let mut p = plan(
+        vec![destination("b", HttpVersion::Http2, &[url(&server, "/")])],
+        Encoder::flat_json("i"),
+    );
+    p.routes[0].batching = Some(sluice_shards::plan::BatchPlan {
+        max_records: 3,
+        max_bytes: 1 << 20,
+        interval: Duration::from_millis(100),
+    });
+    let rt = start(p);
+    let mut c = XdrClient::connect(rt.local_addrs()[0]);
+    // record(g) has bin `i`: unencodable here; this one has bin `n`.
+    let encodable = |g: u32| {
+        use sluice_codec::build::{BinSpec, Key, Message, ValueSpec};
+        let mut m = Message::write_record(
+            "test",
+            Some("demo"),
+            Some(Key::Str(format!("k{g}"))),
+            vec![BinSpec::new("n", ValueSpec::Int(i64::from(g)))],
+        );
+        m.generation = g;
+        m.to_vec().unwrap()
+    };
+    let frames = [
+        record(1),
+        encodable(2),
+        encodable(3),
+        record(4),
+        encodable(5),
+        record(6),
+        encodable(7),
+    ];
+    c.send(&frames.concat());
+    assert_eq!(
+        c.acks(7),
+        vec![(4, 1), (0, 2), (0, 3), (4, 4), (0, 5), (4, 6), (0, 7)]
+    );
+    let got = server.received.lock().unwrap().clone();
+    let mut batches: Vec<Vec<u64>> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.headers["content-type"], "application/x-ndjson");
+            let text = std::str::from_utf8(&r.body).unwrap();
+            assert!(text.ends_with('\n') && !text.contains("\n\n"), "{text:?}");
+            text.lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["n"].as_u64().unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    batches.sort();
+    // A full batch of 3, and the last one sent by the interval.
+    assert_eq!(batches, vec![vec![2, 3, 5], vec![7]]);
+    let s = &rt.stats()[0];
+    assert_eq!(s.encode_errors.load(Relaxed), 3);
+    rt.shutdown(Duration::from_secs(1));
+    rt.wait().unwrap();
+}
