@@ -677,6 +677,18 @@ impl Pool {
         let broken = Rc::new(Cell::new(false));
         let mut builder = h2::client::Builder::new();
         builder.initial_window_size(1 << 20);
+        // A request that times out is cancelled (RST_STREAM). h2 remembers
+        // only 50 cancelled streams; a slow peer's late answers to the others
+        // are stream errors it counts, and at 1 024 of them in a connection's
+        // life it tears the connection down (ENHANCE_YOUR_CALM), failing
+        // every request on it. After a 2-s stall of the sink that happened
+        // 4–5 times per burst, and in a debug build the resends kept it
+        // going. So: remember as many as a few rounds of a connection's
+        // streams, and never count late answers against the connection — the
+        // peer is a configured destination, not an untrusted client.
+        builder
+            .max_concurrent_reset_streams(8 * H2_STREAMS_PER_CONNECTION)
+            .max_local_error_reset_streams(None);
         let url = ep.plan.url.clone();
         let send = match self.connect_stream(i).await? {
             Stream::Plain(tcp) => h2_handshake(&builder, tcp, broken.clone(), url).await,
