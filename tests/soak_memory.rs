@@ -51,6 +51,9 @@ fn in_flight(manage: SocketAddr) -> i64 {
 fn memory_a_burst_of_held_records_took_goes_back_once_they_are_delivered() {
     let dir = temp_dir("soak-memory-sink");
     let sink = PerfSink::start(&dir, "sink", false, &["--fail-rate", "0.01"]);
+    // The call timeout is past the record's deadline: the stalled requests
+    // wait for the sink instead of being cancelled and sent again, so a slow
+    // (debug) build drains the burst too.
     let mut sluice = Sluice::start(
         "soak-memory",
         &format!(
@@ -63,9 +66,6 @@ fn memory_a_burst_of_held_records_took_goes_back_once_they_are_delivered() {
             sink.url("/in")
         ),
     );
-    // The call timeout is past the record's deadline: the stalled requests
-    // wait for the sink instead of being cancelled and sent again, so a slow
-    // (debug) build drains the burst too.
     let manage = sluice.manage();
     let pid = sluice.pid();
     let _gen = Gen(gen_start(
@@ -74,7 +74,7 @@ fn memory_a_burst_of_held_records_took_goes_back_once_they_are_delivered() {
             "--rate",
             "1000",
             "--duration",
-            "150s",
+            "300s",
             "--connections",
             "4",
             "--in-flight",
