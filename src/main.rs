@@ -7,6 +7,16 @@ mod cmd;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// jemalloc, not glibc's malloc: a burst of held records (a stalled or slow
+/// destination holds thousands in flight, each a few KiB) leaves glibc's
+/// arena of the shard thread at its high-water mark — freed but fragmented,
+/// never returned, so RSS stayed +19 MiB after a 2-s stall of 4 096 records.
+/// jemalloc returns the freed pages after its decay time (10 s): RSS came
+/// back within 3 MiB of the pre-burst level, at no more CPU per record
+/// (perf/RESULTS.md, Soak).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",

@@ -527,9 +527,14 @@ impl Pool {
                     })?
             }
         };
+        // Boxed once the slot is taken: a record waiting in the queue (all
+        // but a connection's streams when the destination is slow, thousands
+        // of them) then holds a future without the protocol's state: 0.5 KiB
+        // less in the future, 6.6 -> 5.8 KiB of RSS per held record measured
+        // under a stopped sink. One small allocation per request pays it.
         match self.plan.version {
-            HttpVersion::Http2 => self.send_h2(i, req, body).await,
-            HttpVersion::Http1 => self.send_h1(i, req, body).await,
+            HttpVersion::Http2 => Box::pin(self.send_h2(i, req, body)).await,
+            HttpVersion::Http1 => Box::pin(self.send_h1(i, req, body)).await,
         }
     }
 
@@ -744,6 +749,18 @@ impl Pool {
         let broken = Rc::new(Cell::new(false));
         let mut builder = h2::client::Builder::new();
         builder.initial_window_size(1 << 20);
+        // A request that times out is cancelled (RST_STREAM). h2 remembers
+        // only 50 cancelled streams; a slow peer's late answers to the others
+        // are stream errors it counts, and at 1 024 of them in a connection's
+        // life it tears the connection down (ENHANCE_YOUR_CALM), failing
+        // every request on it. After a 2-s stall of the sink that happened
+        // 4–5 times per burst, and in a debug build the resends kept it
+        // going. So: remember as many as a few rounds of a connection's
+        // streams, and never count late answers against the connection — the
+        // peer is a configured destination, not an untrusted client.
+        builder
+            .max_concurrent_reset_streams(8 * H2_STREAMS_PER_CONNECTION)
+            .max_local_error_reset_streams(None);
         let url = ep.plan.url.clone();
         let send = match self.connect_stream(i).await? {
             Stream::Plain(tcp) => h2_handshake(&builder, tcp, broken.clone(), url).await,
@@ -1108,14 +1125,15 @@ mod tests {
 
     /// Every held record keeps its delivery future in memory (32,768 of
     /// them at the default bound): the rare connect path (TCP, TLS, h2
-    /// handshake) is boxed so that it does not inflate every one. It was
-    /// 8.5 KiB before that.
+    /// handshake) is boxed so that it does not inflate every one (it was
+    /// 8.5 KiB before that), and so is the protocol's part of a request,
+    /// which only the records on the wire need (1.85 KiB before, 1.34 after).
     #[test]
     fn a_delivery_future_stays_small() {
         let stats = ShardStats::new(0);
         let pool = Pool::new(plan_for_size(), String::new(), &stats);
         let deliver = pool.deliver(Bytes::new(), "x", Instant::now());
         let size = std::mem::size_of_val(&deliver);
-        assert!(size <= 3 * 1024, "Pool::deliver's future is {size} bytes");
+        assert!(size <= 1536, "Pool::deliver's future is {size} bytes");
     }
 }

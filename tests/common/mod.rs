@@ -328,6 +328,12 @@ impl PerfSink {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The process id (to stop and continue it).
+    #[allow(dead_code)] // not every test binary signals its sink
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, a bounded wait for the exit (10 s), then the JSON summary.
     pub fn finish(&mut self) -> serde_json::Value {
         signal(self.child.id(), "TERM");
