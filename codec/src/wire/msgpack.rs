@@ -495,7 +495,7 @@ pub(crate) fn is_flat_collection(value: &[u8], is_map: bool) -> bool {
         // A str/bin payload starts with its particle type (empty: "").
         if let Some((&ptype, body)) = payload.split_first() {
             let ok = match ptype {
-                particle::STRING | particle::GEOJSON => body.is_ascii(),
+                particle::STRING | particle::GEOJSON => particle::is_ascii(body),
                 particle::BLOB | particle::JAVA_BLOB..=particle::ERLANG_BLOB => true,
                 _ => false,
             };

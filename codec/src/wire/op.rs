@@ -98,11 +98,11 @@ pub(crate) fn check_common(ops: &[u8], pos: usize) -> Option<usize> {
     let (name, rest) = body.split_at_checked(name_len)?;
     let value = rest.get(lut_len..)?;
     let fits = op == WRITE
-        && name.is_ascii()
+        && particle::is_ascii(name)
         && match ptype {
             particle::INTEGER => matches!(value.len(), 8 | 4 | 2 | 1),
             particle::FLOAT => value.len() == 8,
-            particle::STRING => value.is_ascii(),
+            particle::STRING => particle::is_ascii(value),
             particle::BOOL => value.len() == 1,
             particle::NULL => value.is_empty(),
             particle::BLOB | particle::JAVA_BLOB..=particle::ERLANG_BLOB | particle::HLL => true,
@@ -173,6 +173,7 @@ impl<'a> BinIter<'a> {
 
 impl<'a> Iterator for BinIter<'a> {
     type Item = Bin<'a>;
+    #[inline]
     fn next(&mut self) -> Option<Bin<'a>> {
         if self.left == 0 {
             return None;
