@@ -414,6 +414,7 @@ impl<'a> Reader<'a> {
 /// filling it. Checked in one tight pass without building elements or errors;
 /// `false` says nothing about validity (nested collections, ext values,
 /// non-ASCII text, anything malformed: the full reader decides).
+#[inline]
 pub(crate) fn is_flat_collection(value: &[u8], is_map: bool) -> bool {
     let Some((&m, mut rest)) = value.split_first() else {
         return false;
