@@ -13,6 +13,7 @@ use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, OutName};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
 use crate::wire::msgpack::{Elem, Reader};
+use crate::wire::particle::{self, Utf8, BLOB, ERLANG_BLOB, JAVA_BLOB, STRING};
 
 /// For each byte: 0 when it goes out as is, else the letter after `\`
 /// (`u` = `\u00XX`).
@@ -422,15 +423,107 @@ pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value<'_>, bin: &str) -> Result
         Value::Blob { bytes, .. } | Value::Hll(bytes) => write_base64(out, bytes),
         Value::Geo(g) => write_geo(out, g.json, bin)?,
         Value::List { items, .. } => {
-            let mut r = items.elements();
-            write_collection(out, &mut r, items.len, false, 1, bin)?;
+            if !write_flat_collection(out, items.body, items.len, false) {
+                let mut r = items.elements();
+                write_collection(out, &mut r, items.len, false, 1, bin)?;
+            }
         }
         Value::Map { items, .. } => {
-            let mut r = items.elements();
-            write_collection(out, &mut r, items.len, true, 1, bin)?;
+            if !write_flat_collection(out, items.body, items.len, true) {
+                let mut r = items.elements();
+                write_collection(out, &mut r, items.len, true, 1, bin)?;
+            }
         }
     }
     Ok(())
+}
+
+/// A list (`len` values) or map (`len` pairs) body of a parsed record whose
+/// elements are all scalars, strings and blobs, written in one pass over its
+/// bytes: the same text as [`write_collection`] without building an element
+/// per value. `false`, with `out` as it was, at the first element of
+/// another kind (nested collection, GeoJSON, ext value): the general writer
+/// then does the whole collection.
+fn write_flat_collection(out: &mut Vec<u8>, body: &[u8], len: u32, is_map: bool) -> bool {
+    let start = out.len();
+    let per = if is_map { 2 } else { 1 };
+    out.push(if is_map { b'{' } else { b'[' });
+    let mut rest = body;
+    for i in 0..u64::from(len) * per {
+        let is_key = is_map && i % 2 == 0;
+        if i > 0 {
+            out.push(if is_map && !is_key { b':' } else { b',' });
+        }
+        let Some(r) = write_flat_elem(out, rest, is_key) else {
+            out.truncate(start);
+            return false;
+        };
+        rest = r;
+    }
+    out.push(if is_map { b'}' } else { b']' });
+    true
+}
+
+/// One scalar, string or blob element at the start of `bytes` (a validated
+/// collection body), as a value or (`is_key`) as a map key; returns the
+/// bytes after it, `None` (having written nothing) for any other element.
+#[inline]
+fn write_flat_elem<'a>(out: &mut Vec<u8>, bytes: &'a [u8], is_key: bool) -> Option<&'a [u8]> {
+    let (&m, rest) = bytes.split_first()?;
+    let be = |n: usize| {
+        let b = rest.get(..n)?;
+        Some((
+            b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+            &rest[n..],
+        ))
+    };
+    let (payload, rest) = match m {
+        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 | 0xca | 0xcb | 0xc0 | 0xc2 | 0xc3 => {
+            let (e, rest) = match m {
+                0x00..=0x7f => (Elem::Int(i64::from(m)), rest),
+                0xe0..=0xff => (Elem::Int(i64::from(m as i8)), rest),
+                0xc0 => (Elem::Nil, rest),
+                0xc2 | 0xc3 => (Elem::Bool(m == 0xc3), rest),
+                0xcc => be(1).map(|(v, r)| (Elem::Int(v as i64), r))?,
+                0xcd => be(2).map(|(v, r)| (Elem::Int(v as i64), r))?,
+                0xce => be(4).map(|(v, r)| (Elem::Int(v as i64), r))?,
+                0xcf => {
+                    be(8).map(|(v, r)| (i64::try_from(v).map_or(Elem::Uint(v), Elem::Int), r))?
+                }
+                0xd0 => be(1).map(|(v, r)| (Elem::Int(i64::from(v as u8 as i8)), r))?,
+                0xd1 => be(2).map(|(v, r)| (Elem::Int(i64::from(v as u16 as i16)), r))?,
+                0xd2 => be(4).map(|(v, r)| (Elem::Int(i64::from(v as u32 as i32)), r))?,
+                0xd3 => be(8).map(|(v, r)| (Elem::Int(v as i64), r))?,
+                0xca => {
+                    be(4).map(|(v, r)| (Elem::Float(f64::from(f32::from_bits(v as u32))), r))?
+                }
+                _ => be(8).map(|(v, r)| (Elem::Float(f64::from_bits(v)), r))?,
+            };
+            // JSON keys are strings: numbers, booleans and nil are quoted.
+            if is_key {
+                out.push(b'"');
+                write_scalar(out, e);
+                out.push(b'"');
+            } else {
+                write_scalar(out, e);
+            }
+            return Some(rest);
+        }
+        0xa0..=0xbf => rest.split_at_checked(usize::from(m & 0x1f))?,
+        0xd9 | 0xc4 => {
+            let (&n, rest) = rest.split_first()?;
+            rest.split_at_checked(usize::from(n))?
+        }
+        _ => return None,
+    };
+    // A str/bin payload: Aerospike's particle prefix says what it is.
+    match payload.split_first() {
+        None => out.extend_from_slice(b"\"\""),
+        Some((&STRING, text)) => write_str(out, particle::text(text, Utf8::Validated).ok()?),
+        Some((&(BLOB | JAVA_BLOB..=ERLANG_BLOB), bytes)) => write_base64(out, bytes),
+        Some(_) => return None,
+    }
+    Some(rest)
 }
 
 /// A list (`[..]`, `len` values) or a map (`{..}`, `len` pairs).
@@ -832,6 +925,96 @@ mod tests {
             check_json(deeper.as_bytes()),
             Err(("nesting too deep", MAX_JSON_DEPTH as usize + 1))
         );
+    }
+
+    /// The one-pass writer of flat collections writes what the general
+    /// writer does, and leaves anything else to it with `out` untouched.
+    #[test]
+    fn flat_collections_match_the_general_writer() {
+        use crate::build::{write_elem, Elem as B};
+        let s = |x: &str| B::Str(x.to_string());
+        let scalars = vec![
+            B::Nil,
+            B::Bool(true),
+            B::Bool(false),
+            B::Int(0),
+            B::Int(127),
+            B::Int(-32),
+            B::Int(200),
+            B::Int(-200),
+            B::Int(70_000),
+            B::Int(-70_000),
+            B::Int(5_000_000_000),
+            B::Int(i64::MIN),
+            B::Uint(u64::MAX),
+            B::Float(0.5),
+            B::Float(-1e300),
+            B::Float(f64::NAN),
+            s(""),
+            s("a"),
+            s("tab\there \"q\""),
+            s(&"long text ".repeat(25)),
+            s("é"),
+            B::Blob {
+                ptype: 4,
+                bytes: vec![0, 1, 2, 0xff],
+            },
+            B::Blob {
+                ptype: 12,
+                bytes: vec![],
+            },
+        ];
+        // Bodies as a parsed record holds them: elements (maps: pairs) only.
+        let body = |items: &[B]| {
+            let mut b = Vec::new();
+            for e in items {
+                write_elem(&mut b, e).unwrap();
+            }
+            b
+        };
+        let general = |b: &[u8], len: u32, is_map: bool| {
+            let mut out = Vec::new();
+            let mut r = Reader::validated(b);
+            write_collection(&mut out, &mut r, len, is_map, 1, "x").unwrap();
+            out
+        };
+        let list = body(&scalars);
+        let n = scalars.len() as u32;
+        let mut out = b"prefix".to_vec();
+        assert!(write_flat_collection(&mut out, &list, n, false));
+        assert_eq!(out[6..], general(&list, n, false));
+        let pairs: Vec<B> = scalars
+            .iter()
+            .zip(scalars.iter().rev())
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect();
+        let map = body(&pairs);
+        let mut out = b"prefix".to_vec();
+        assert!(write_flat_collection(&mut out, &map, n, true));
+        assert_eq!(out[6..], general(&map, n, true));
+        assert_eq!(
+            String::from_utf8(out[6..14].to_vec()).unwrap(),
+            "{\"null\":"
+        );
+        // Not flat: the general writer's job, nothing written here.
+        for other in [
+            B::List {
+                order: ListOrder::Unordered,
+                items: vec![B::Int(1)],
+            },
+            B::Geo("{}".into()),
+            // str 16: longer than the one-pass writer reads.
+            s(&"x".repeat(300)),
+            B::Ext {
+                ty: 3,
+                data: vec![1],
+            },
+        ] {
+            let items = [B::Int(1), other];
+            let mut out = b"prefix".to_vec();
+            assert!(!write_flat_collection(&mut out, &body(&items), 2, false));
+            assert_eq!(out, b"prefix");
+        }
     }
 
     #[test]

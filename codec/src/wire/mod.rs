@@ -166,7 +166,10 @@ pub fn parse_message(frame: &[u8]) -> Result<Record<'_>, Error> {
     let ops = frame.get(ops_at..).unwrap_or_default();
     let mut pos = 0;
     for _ in 0..h.n_ops {
-        pos = op::validate(ops, pos, ops_at)?;
+        pos = match op::check_common(ops, pos) {
+            Some(next) => next,
+            None => op::validate(ops, pos, ops_at)?,
+        };
     }
     if pos != ops.len() {
         return Err(Error::at(

@@ -408,6 +408,107 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// True when `value` (a whole list or map particle value; `is_map` says
+/// which) is one the parser accepts and is flat: its header (and ext header)
+/// then only scalars, ASCII strings, ASCII GeoJSON text and blobs, exactly
+/// filling it. Checked in one tight pass without building elements or errors;
+/// `false` says nothing about validity (nested collections, ext values,
+/// non-ASCII text, anything malformed: the full reader decides).
+#[inline]
+pub(crate) fn is_flat_collection(value: &[u8], is_map: bool) -> bool {
+    let Some((&m, mut rest)) = value.split_first() else {
+        return false;
+    };
+    let be = |b: &[u8]| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+    let (len, width) = match (m, is_map) {
+        (0x90..=0x9f, false) | (0x80..=0x8f, true) => (u64::from(m & 0x0f), 0),
+        (0xdc, false) | (0xde, true) => (0, 2),
+        (0xdd, false) | (0xdf, true) => (0, 4),
+        _ => return false,
+    };
+    let len = if width == 0 {
+        len
+    } else {
+        let Some((n, r)) = rest.split_at_checked(width) else {
+            return false;
+        };
+        rest = r;
+        be(n)
+    };
+    let mut left = if len == 0 {
+        0
+    } else {
+        // An ext header (an ordered collection) takes the first element; a
+        // map's also its nil value.
+        let ext = match rest.first() {
+            Some(0xd4) => 1 + 1,
+            Some(0xd5) => 1 + 2,
+            Some(0xd6) => 1 + 4,
+            Some(0xd7) => 1 + 8,
+            Some(0xd8) => 1 + 16,
+            Some(0xc7) => match rest.get(1) {
+                Some(&n) => 2 + usize::from(n),
+                None => return false,
+            },
+            Some(0xc8 | 0xc9) => return false,
+            _ => 0,
+        };
+        let per = if is_map { 2 } else { 1 };
+        if ext == 0 {
+            len * per
+        } else {
+            match rest.get(1 + ext..) {
+                Some(r) if !is_map => rest = r,
+                Some([0xc0, r @ ..]) => rest = r,
+                _ => return false,
+            }
+            (len - 1) * per
+        }
+    };
+    // Every element takes at least one byte.
+    if left > rest.len() as u64 {
+        return false;
+    }
+    while left > 0 {
+        left -= 1;
+        let Some((&m, r)) = rest.split_first() else {
+            return false;
+        };
+        let (skip, text) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 | 0xca => (4, 0),
+            0xcf | 0xd3 | 0xcb => (8, 0),
+            0xa0..=0xbf => (0, usize::from(m & 0x1f)),
+            0xd9 | 0xc4 => match r.first() {
+                Some(&n) => (1, usize::from(n)),
+                None => return false,
+            },
+            _ => return false,
+        };
+        let Some(r) = r.get(skip..) else {
+            return false;
+        };
+        let Some((payload, r)) = r.split_at_checked(text) else {
+            return false;
+        };
+        // A str/bin payload starts with its particle type (empty: "").
+        if let Some((&ptype, body)) = payload.split_first() {
+            let ok = match ptype {
+                particle::STRING | particle::GEOJSON => particle::is_ascii(body),
+                particle::BLOB | particle::JAVA_BLOB..=particle::ERLANG_BLOB => true,
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        rest = r;
+    }
+    rest.is_empty()
+}
+
 /// The flags of the ext header leading a list or map value `raw` (the whole
 /// particle value), if it has one. Persisted-index payloads are skipped.
 pub fn header_ext_flags(raw: &[u8]) -> Option<u8> {

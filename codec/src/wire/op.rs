@@ -82,6 +82,37 @@ pub(crate) fn cut(ops: &[u8], pos: usize, base: usize) -> Result<(RawOp<'_>, usi
     ))
 }
 
+/// The op at `ops[pos..]` when it has one of the common shapes (an ASCII
+/// name; a scalar, ASCII text, a blob, or a flat list/map of scalars and
+/// ASCII text), checked without building a value or an error: returns the
+/// position after it. `None` says nothing about validity: [`validate`] then
+/// decides, and names the error if there is one. Accepts nothing that
+/// `validate` refuses.
+#[inline]
+pub(crate) fn check_common(ops: &[u8], pos: usize) -> Option<usize> {
+    let (h, after) = ops.get(pos..)?.split_first_chunk::<OP_HEADER>()?;
+    let size = usize::try_from(u32::from_be_bytes([h[0], h[1], h[2], h[3]])).ok()?;
+    let (op, ptype, flags, name_len) = (h[4], h[5], h[6], usize::from(h[7]));
+    let lut_len = if flags & FLAG_HAS_LUT != 0 { 8 } else { 0 };
+    let body = after.get(..size.checked_sub(4)?)?;
+    let (name, rest) = body.split_at_checked(name_len)?;
+    let value = rest.get(lut_len..)?;
+    let fits = op == WRITE
+        && particle::is_ascii(name)
+        && match ptype {
+            particle::INTEGER => matches!(value.len(), 8 | 4 | 2 | 1),
+            particle::FLOAT => value.len() == 8,
+            particle::STRING => particle::is_ascii(value),
+            particle::BOOL => value.len() == 1,
+            particle::NULL => value.is_empty(),
+            particle::BLOB | particle::JAVA_BLOB..=particle::ERLANG_BLOB | particle::HLL => true,
+            particle::LIST => crate::wire::msgpack::is_flat_collection(value, false),
+            particle::MAP => crate::wire::msgpack::is_flat_collection(value, true),
+            _ => false,
+        };
+    fits.then_some(pos + 4 + size)
+}
+
 /// Validates one op completely; returns the position after it.
 pub(crate) fn validate(ops: &[u8], pos: usize, base: usize) -> Result<usize, Error> {
     let (raw, next) = cut(ops, pos, base)?;
@@ -142,6 +173,7 @@ impl<'a> BinIter<'a> {
 
 impl<'a> Iterator for BinIter<'a> {
     type Item = Bin<'a>;
+    #[inline]
     fn next(&mut self) -> Option<Bin<'a>> {
         if self.left == 0 {
             return None;
@@ -158,5 +190,160 @@ impl<'a> Iterator for BinIter<'a> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (usize::from(self.left), Some(usize::from(self.left)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{BinSpec, Elem, Message, ValueSpec};
+    use crate::record::{ListOrder, MapOrder};
+
+    /// The ops region of a write holding `bins`.
+    fn ops_of(bins: Vec<BinSpec>) -> Vec<u8> {
+        let mut m = Message::write_record("test", None, None, bins);
+        m.digest = Some([1; 20]);
+        let frame = m.to_vec().unwrap();
+        let rec = crate::wire::parse_message(&frame).unwrap();
+        rec.bins.ops.to_vec()
+    }
+
+    fn s(x: &str) -> Elem {
+        Elem::Str(x.to_string())
+    }
+
+    /// One bin per case: (value, whether the common-shape check takes it).
+    fn cases() -> Vec<(ValueSpec, bool)> {
+        let flat = vec![
+            Elem::Nil,
+            Elem::Bool(true),
+            Elem::Int(5),
+            Elem::Int(-3),
+            Elem::Int(200),
+            Elem::Int(-200),
+            Elem::Int(70_000),
+            Elem::Int(i64::MIN),
+            Elem::Uint(u64::MAX),
+            Elem::Float(0.5),
+            s(""),
+            s("ascii"),
+            s(&"x".repeat(40)),
+            Elem::Blob {
+                ptype: 4,
+                bytes: vec![0xff, 0],
+            },
+            Elem::Geo("{}".into()),
+        ];
+        let list = |order, items| ValueSpec::List {
+            order,
+            persist_index: false,
+            items,
+        };
+        let map = |order, persist_index, entries| ValueSpec::Map {
+            order,
+            persist_index,
+            entries,
+        };
+        let pairs: Vec<(Elem, Elem)> = flat.iter().cloned().zip(flat.iter().cloned()).collect();
+        vec![
+            (ValueSpec::Null, true),
+            (ValueSpec::Int(-1), true),
+            (ValueSpec::Float(1.5), true),
+            (ValueSpec::Str("plain".into()), true),
+            (ValueSpec::Str("é".into()), false),
+            (ValueSpec::Bool(false), true),
+            (ValueSpec::Hll(vec![1, 2]), true),
+            (list(ListOrder::Unordered, flat.clone()), true),
+            (list(ListOrder::Ordered, flat.clone()), true),
+            (list(ListOrder::Unordered, vec![]), true),
+            (list(ListOrder::Unordered, vec![Elem::Int(1); 40]), true),
+            (map(MapOrder::Unordered, false, pairs.clone()), true),
+            (map(MapOrder::KeyValue, false, pairs.clone()), true),
+            (map(MapOrder::Key, true, pairs), true),
+            (list(ListOrder::Unordered, vec![s("é")]), false),
+            (
+                list(
+                    ListOrder::Unordered,
+                    vec![Elem::List {
+                        order: ListOrder::Unordered,
+                        items: vec![],
+                    }],
+                ),
+                false,
+            ),
+            (
+                list(
+                    ListOrder::Unordered,
+                    vec![
+                        Elem::Int(1),
+                        Elem::Ext {
+                            ty: 1,
+                            data: vec![2],
+                        },
+                    ],
+                ),
+                false,
+            ),
+            (
+                ValueSpec::Geo {
+                    flags: 0,
+                    cells: vec![],
+                    json: "{}".into(),
+                },
+                false,
+            ),
+        ]
+    }
+
+    #[test]
+    fn common_shapes_are_taken_and_others_left_to_validate() {
+        for (value, common) in cases() {
+            let ops = ops_of(vec![BinSpec::new("bin", value.clone())]);
+            let slow = validate(&ops, 0, 0);
+            assert_eq!(slow, Ok(ops.len()), "{value:?}");
+            let fast = check_common(&ops, 0);
+            assert_eq!(fast, common.then_some(ops.len()), "{value:?}");
+        }
+    }
+
+    /// Whatever the quick check accepts, `validate` accepts too, ending at
+    /// the same place: every byte of every case replaced by several values,
+    /// and every truncation.
+    #[test]
+    fn the_common_check_never_accepts_what_validate_refuses() {
+        let mut taken = 0;
+        let mut refused = 0;
+        for (value, _) in cases() {
+            let ops = ops_of(vec![BinSpec::new("bin", value)]);
+            let mut check = |ops: &[u8]| {
+                if let Some(next) = check_common(ops, 0) {
+                    taken += 1;
+                    assert_eq!(validate(ops, 0, 0).map_err(|_| ()), Ok(next), "{ops:02x?}");
+                } else if validate(ops, 0, 0).is_err() {
+                    refused += 1;
+                }
+            };
+            for cut in 0..ops.len() {
+                check(&ops[..cut]);
+            }
+            for i in 0..ops.len() {
+                for b in [
+                    0x00, 0x01, 0x03, 0x04, 0x05, 0x0f, 0x7f, 0x80, 0xa1, 0xc0, 0xc1, 0xc7,
+                ]
+                .into_iter()
+                .chain([0xcd, 0xd4, 0xd9, 0xdc, 0xdd, 0xde, 0xe0, 0xff])
+                {
+                    let mut m = ops.clone();
+                    m[i] = b;
+                    check(&m);
+                    m[i] = ops[i].wrapping_add(1);
+                    check(&m);
+                }
+            }
+        }
+        // Both sides were exercised: many mutations still have a common
+        // shape, and many are errors.
+        assert!(taken > 1000, "{taken}");
+        assert!(refused > 1000, "{refused}");
     }
 }

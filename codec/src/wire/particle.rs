@@ -54,6 +54,32 @@ fn validate_body(items: Collection<'_>, per: u64, base: usize) -> Result<(), Err
     Ok(())
 }
 
+/// True when every byte is below 0x80. Short text (bin names, keys, most
+/// values) is tested as one or two overlapping words, longer text a word at
+/// a time: cheaper than `<[u8]>::is_ascii` on the lengths records hold.
+#[inline]
+pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |b: &[u8; 8]| u64::from_le_bytes(*b);
+    if let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+        if bytes.len() <= 16 {
+            return (word(first) | word(last)) & HIGH == 0;
+        }
+        let mut chunks = bytes.chunks_exact(8);
+        let mut acc = word(last);
+        for c in &mut chunks {
+            if let Ok(c) = <&[u8; 8]>::try_from(c) {
+                acc |= word(c);
+            }
+        }
+        return acc & HIGH == 0;
+    }
+    if let (Some(first), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        return (u32::from_le_bytes(*first) | u32::from_le_bytes(*last)) & 0x8080_8080 == 0;
+    }
+    bytes.iter().fold(0, |acc, &b| acc | b) < 0x80
+}
+
 /// Whether text still has to be checked for UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Utf8 {
@@ -65,13 +91,10 @@ pub(crate) enum Utf8 {
 
 /// `bytes` as text: checked, or taken as the parser's validation left it.
 #[allow(unsafe_code)]
+#[inline]
 pub(crate) fn text(bytes: &[u8], utf8: Utf8) -> Result<&str, std::str::Utf8Error> {
     match utf8 {
-        // ASCII (names, keys, most values) is UTF-8: a word-at-a-time test
-        // is cheaper than the full decoder's set-up on short text.
-        // SAFETY: every byte is below 0x80, so `bytes` is valid UTF-8.
-        Utf8::Check if bytes.is_ascii() => Ok(unsafe { std::str::from_utf8_unchecked(bytes) }),
-        Utf8::Check => std::str::from_utf8(bytes),
+        Utf8::Check => checked_text(bytes),
         // SAFETY: `Validated` is passed only for bytes of an ops region or a
         // collection body that `parse_message` checked (the bin iterator
         // over `Bins`, whose fields only the parser fills, and readers from
@@ -79,6 +102,21 @@ pub(crate) fn text(bytes: &[u8], utf8: Utf8) -> Result<&str, std::str::Utf8Error
         // saves about 1,000 instructions per standard record
         // (perf/RESULTS.md).
         Utf8::Validated => Ok(unsafe { std::str::from_utf8_unchecked(bytes) }),
+    }
+}
+
+/// `bytes` as text, checked (kept out of line: [`text`] is inlined where
+/// the parser's validation is taken as is).
+#[allow(unsafe_code)]
+#[inline(never)]
+fn checked_text(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if is_ascii(bytes) {
+        // ASCII (names, keys, most values) is UTF-8: a word-at-a-time test
+        // is cheaper than the full decoder's set-up on short text.
+        // SAFETY: every byte is below 0x80, so `bytes` is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes)
     }
 }
 
@@ -205,4 +243,30 @@ fn geo(bytes: &[u8], base: usize, utf8: Utf8) -> Result<Geo<'_>, Error> {
         )
     })?;
     Ok(Geo { flags, cells, json })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time test agrees with the standard one for every
+    /// length up to 40 and a high byte at every position.
+    #[test]
+    fn is_ascii_finds_a_high_byte_anywhere() {
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert!(is_ascii(&clean), "{len}");
+            for pos in 0..len {
+                for high in [0x80, 0xc3, 0xff] {
+                    let mut b = clean.clone();
+                    b[pos] = high;
+                    assert!(!is_ascii(&b), "{len} {pos}");
+                    assert_eq!(is_ascii(&b), b.is_ascii());
+                }
+                let mut b = clean.clone();
+                b[pos] = 0x7f;
+                assert!(is_ascii(&b));
+            }
+        }
+    }
 }
