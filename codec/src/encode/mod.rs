@@ -67,8 +67,6 @@ pub enum EncodeError {
     BadMapKey { bin: String, what: &'static str },
     #[error("record does not fit the avro schema: {0}")]
     AvroMismatch(String),
-    #[error("avro writer failed: {0}")]
-    Avro(String),
     #[error("message-pack writer failed: {0}")]
     MessagePack(String),
     #[error("a value of {len} bytes is too long for message-pack")]
