@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -218,7 +218,7 @@ pub async fn settle(ctx: &ShardCtx, plan: &Plan, verdict: Verdict, records: &[De
         stats.abandoned.fetch_add(records.len() as u64, Relaxed);
         return verdict.ack_without_dead_letters();
     };
-    let now = unix_ms();
+    let now = crate::unix_ms();
     let mut lines = Vec::with_capacity(frames.iter().map(|(_, f)| f.len() * 2).sum());
     for (port, frame) in &frames {
         for r in rejections {
@@ -322,13 +322,6 @@ impl Appender {
         }
         written
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

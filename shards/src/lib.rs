@@ -28,6 +28,14 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::plan::Plan;
 use crate::stats::ShardStats;
 
+/// Now as Unix milliseconds: what the encoders write for a record without
+/// a LUT, and the time a dead letter is written (0 before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// How many shards to run and where.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use glommio::sync::StaticPermit;
 
@@ -93,7 +93,7 @@ impl Arrival {
     fn now() -> Self {
         Arrival {
             at: Instant::now(),
-            unix_ms: unix_ms(),
+            unix_ms: crate::unix_ms(),
         }
     }
 }
@@ -499,13 +499,6 @@ fn frame_len(buf: &[u8]) -> Option<usize> {
     usize::try_from(u64::from_be_bytes(len))
         .ok()?
         .checked_add(PROTO_HEADER)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

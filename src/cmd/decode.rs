@@ -9,7 +9,6 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_codec::encode::{avro, BinPolicy, Encoder};
 use sluice_codec::wire::{self, frame};
@@ -191,9 +190,7 @@ fn decode(args: &DecodeArgs) -> Result<(), DecodeError> {
             bytes: input,
         }]
     };
-    let received_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let received_ms = sluice_shards::unix_ms();
     let policy = BinPolicy::all();
     let binary = matches!(
         args.format,

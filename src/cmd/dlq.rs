@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_codec::wire;
@@ -275,10 +275,7 @@ async fn send(plan: &Plan, pools: &[Rc<Pool>], only: Option<&str>, l: &Letter) -
         return Fate::Skipped("its route has no format".into());
     };
     let mut body = Vec::with_capacity(l.frame.len() * 2);
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = sluice_shards::unix_ms();
     if let Err(e) = fmt.encoder.encode(&rec, &fmt.bins, now_ms, &mut body) {
         return Fate::Refused(format!("cannot be encoded: {e}"));
     }
