@@ -7,6 +7,11 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+#[path = "../shards/tests/common/pki.rs"]
+#[allow(dead_code)] // the rustls configs it can build are not needed here
+mod pki;
+use pki::Pki;
+
 struct Dir(PathBuf);
 
 impl Dir {
@@ -354,65 +359,14 @@ fn avro_schema_file_and_batch_framing() {
     );
 }
 
-/// A CA and a server certificate made with the openssl CLI.
+/// A CA (`ca.pem`, `ca.key`) and a server certificate (`server.pem`,
+/// `server.key`) in `dir`: copies of the shared test PKI's files.
 fn make_pki(dir: &Dir) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-    ]);
-    dir.write("san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
+    let name = dir.0.file_name().unwrap().to_string_lossy().into_owned();
+    let pki = Pki::new(&format!("check-{name}"));
+    for file in ["ca.pem", "ca.key", "server.pem", "server.key"] {
+        std::fs::copy(pki.path(file), dir.0.join(file)).unwrap();
+    }
 }
 
 #[test]
