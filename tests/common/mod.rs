@@ -245,6 +245,11 @@ pub fn record(set: &str, gen: u32) -> Vec<u8> {
 /// A sample of the manage API's `/metrics` (the first series of `name`,
 /// labels or not); 0 when absent.
 pub fn metric(manage: SocketAddr, name: &str) -> i64 {
+    metric_in(&scrape(manage), name) as i64
+}
+
+/// The body of `GET /metrics` on the manage API at `manage`.
+pub fn scrape(manage: SocketAddr) -> String {
     let mut conn = TcpStream::connect(manage).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -255,7 +260,9 @@ pub fn metric(manage: SocketAddr, name: &str) -> i64 {
     .unwrap();
     let mut text = String::new();
     conn.read_to_string(&mut text).unwrap();
-    metric_in(&text, name) as i64
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }
 
 #[path = "../../shards/tests/common/xdr_client.rs"]
@@ -611,19 +618,7 @@ impl Sluice {
             .find_map(|l| l.split("manage API on ").nth(1))
             .map(|a| a.trim().parse().unwrap())
             .unwrap_or_else(|| panic!("no manage API in the listening line:\n{log}"));
-        let mut conn = TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            conn,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).unwrap();
-        text.split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or_default()
+        scrape(addr)
     }
 }
 
