@@ -324,6 +324,10 @@ pub struct Ordering {
     /// of the key), by deadline: one ticker answers them 11 when it passes,
     /// instead of a timer per record.
     deadlines: RefCell<VecDeque<(Instant, Rc<Answer>)>>,
+    /// The deadline ticker runs: it runs only while `deadlines` holds
+    /// something, so a shard without ordered routes (or without waiting
+    /// records) is not woken every tick.
+    ticking: Cell<bool>,
 }
 
 /// Strictly older than what was delivered (both LUTs known).
@@ -344,6 +348,7 @@ impl Ordering {
             replies: RefCell::new(HashMap::new()),
             tokens: Cell::new(0),
             deadlines: RefCell::new(VecDeque::new()),
+            ticking: Cell::new(false),
         }
     }
 
@@ -355,14 +360,6 @@ impl Ordering {
     /// Connects this shard's channel ends (each connect waits for the other
     /// shard's end) and serves what the other shards hand over.
     pub fn start(self: &Rc<Self>, ctx: &Rc<ShardCtx>, links: Links) {
-        let (me, ticker_ctx) = (self.clone(), ctx.clone());
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(DEADLINE_TICK).await;
-                me.expire(ticker_ctx.expired.is_set());
-            }
-        })
-        .detach();
         let (me, ctx) = (self.clone(), ctx.clone());
         glommio::spawn_local(async move {
             let senders =
@@ -431,7 +428,7 @@ impl Ordering {
             ctx.stats.handed_off.fetch_add(1, Relaxed);
             let deadline = job.deadline;
             let answer = self.hand_off(owner, job);
-            self.watch(deadline, &answer);
+            self.watch(ctx, deadline, &answer);
             return answer.wait().await;
         }
         match self.enqueue(ctx, job) {
@@ -440,16 +437,28 @@ impl Ordering {
             // record's deadline like any delivery).
             Enqueued::Turn(w) => self.run_turn(ctx, w).await,
             Enqueued::Waiting(answer, deadline) => {
-                self.watch(deadline, &answer);
+                self.watch(ctx, deadline, &answer);
                 answer.wait().await
             }
         }
     }
 
-    fn watch(&self, deadline: Instant, answer: &Rc<Answer>) {
+    fn watch(self: &Rc<Self>, ctx: &Rc<ShardCtx>, deadline: Instant, answer: &Rc<Answer>) {
         self.deadlines
             .borrow_mut()
             .push_back((deadline, answer.clone()));
+        if self.ticking.replace(true) {
+            return;
+        }
+        let (me, ctx) = (self.clone(), ctx.clone());
+        glommio::spawn_local(async move {
+            while !me.deadlines.borrow().is_empty() {
+                glommio::timer::sleep(DEADLINE_TICK).await;
+                me.expire(ctx.expired.is_set());
+            }
+            me.ticking.set(false);
+        })
+        .detach();
     }
 
     /// Answers 11 to watched records past their deadline (all of them at
