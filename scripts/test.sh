@@ -17,12 +17,14 @@ cargo build --release --bin sluice
 # stable toolchain RUSTC_BOOTSTRAP=1 lets them pass. When the toolchain
 # cannot build the targets, the codec's stable property tests
 # (codec/tests/wire_props.rs: random and mutated frames, run by cargo
-# test below) stand in. A crash fails the run.
+# test below) stand in. A crash fails the run. `-a` keeps debug assertions
+# (and overflow checks) on in the optimized fuzz build, so the codec's
+# debug-only checks run against the fuzzer's inputs too.
 echo "== fuzz (${FUZZ_RUNS:=20000} runs per target)"
 if command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz; then
-  if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none -O >/dev/null 2>&1); then
+  if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none -O -a >/dev/null 2>&1); then
     (cd fuzz && ./seed.sh && for t in frame encode avro; do
-      RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -s none -O -- -runs="$FUZZ_RUNS" 2>&1 | tail -n 2
+      RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -s none -O -a -- -runs="$FUZZ_RUNS" 2>&1 | tail -n 2
       test "${PIPESTATUS[0]}" -eq 0
     done)
   else
