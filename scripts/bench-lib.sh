@@ -1,10 +1,19 @@
-# Helpers shared by scripts/soak.sh and scripts/bench-batched.sh (sourced from
-# the repository root, not run): ports, CPU time, medians, JSON, waits.
+# Helpers shared by the benchmark and soak scripts (sourced from the
+# repository root, not run): a work dir with cleanup, ports, CPU time,
+# medians, JSON, waits, RESULTS.md sections.
 TCK=$(getconf CLK_TCK)
 NCPU=$(nproc)
 # sluice gets CPU 0; generators, load tools and servers get the rest.
 LOADCPU=$([ "$NCPU" -gt 1 ] && echo 1-$((NCPU - 1)) || echo 0)
 
+# workdir NAME [DIR]: W (DIR, or a new /tmp/sluice-NAME.*), PIDS (processes
+# killed at exit) and the EXIT trap that kills them.
+workdir() {
+  W=${2:-$(mktemp -d "/tmp/sluice-$1.XXXXXX")}
+  PIDS=()
+  trap cleanup EXIT
+}
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # CPU seconds (user + sys) a live process has used.
 cpu_of() { awk -v t="$TCK" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }

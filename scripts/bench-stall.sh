@@ -16,10 +16,7 @@ STEP=${STEP:-2}
 WARMUP=${WARMUP:-6}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=$PWD/target/release/sluice
-W=$(mktemp -d /tmp/sluice-stall.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+workdir stall
 
 SINK_PORT=$(free_port); XDR=$(free_port)
 taskset -c "$LOADCPU" "$BIN" sink --listen "127.0.0.1:$SINK_PORT" --protocol h2c --stall-after 0 \

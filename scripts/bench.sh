@@ -19,18 +19,8 @@ RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-300000}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=$PWD/target/release/sluice
-W=$(mktemp -d /tmp/sluice-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-TCK=$(getconf CLK_TCK)
-NCPU=$(nproc)
-# The connector gets CPU 0; generators, load tools and servers get the rest.
-LOADCPU=$([ "$NCPU" -gt 1 ] && echo 1-$((NCPU - 1)) || echo 0)
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# CPU seconds (user + sys) a live process has used.
-cpu_of() { awk -v t="$TCK" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }
+. scripts/bench-lib.sh
+workdir bench
 # Runs a command to its end; prints its CPU seconds (user + sys, children included).
 cpu_run() { python3 - "$@" <<'EOF'
 import os, subprocess, sys
@@ -40,13 +30,8 @@ print(ru.ru_utime + ru.ru_stime)
 sys.exit(os.waitstatus_to_exitcode(status))
 EOF
 }
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print("%.3g" % statistics.median(v))' "$@"; }
-spread() { python3 -c 'import sys; v=[float(x) for x in sys.argv[1:]]; print("%.3g–%.3g" % (min(v), max(v)))' "$@"; }
-jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); [d := d[k] for k in sys.argv[2].split(".")]; print(d)' "$1" "$2"; }
-wait_line() { # file pattern
-  for _ in $(seq 1 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "bench: timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+# Medians to 3 significant digits, as the table prints them.
+median3() { printf '%.3g' "$(median "$@")"; }
 
 # --- peers -------------------------------------------------------------------
 mkdir -p "$W/docroot" && echo ok >"$W/docroot/ingest"
@@ -184,7 +169,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 
 # --- §3: latency at 25/50/80 % of the maximum rate (open loop, CO-corrected) ------
-MAXRATE=$(median "${rates[@]}")
+MAXRATE=$(median3 "${rates[@]}")
 lat_rows=""
 start_connector lat HTTP_2 "http://127.0.0.1:$NGHTTPD_PORT/ingest" 0
 for pct in 25 50 80; do
@@ -220,10 +205,10 @@ rss_peak=$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)
 
 # --- the table ---------------------------------------------------------------------------
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
-h2m=$(median "${h2[@]}"); h2lm=$(median "${h2load[@]}")
-h1m=$(median "${h1[@]}"); wrkm=$(median "${wrk[@]}")
-ctlm=$(median "${ctl[@]}"); batchm=$(median "${batch[@]}")
-twom=${two:+$(median "${two[@]}")}
+h2m=$(median3 "${h2[@]}"); h2lm=$(median3 "${h2load[@]}")
+h1m=$(median3 "${h1[@]}"); wrkm=$(median3 "${wrk[@]}")
+ctlm=$(median3 "${ctl[@]}"); batchm=$(median3 "${batch[@]}")
+twom=${two:+$(median3 "${two[@]}")}
 {
   echo "<!-- bench.sh:begin -->"
   echo "## End to end (scripts/bench.sh)"

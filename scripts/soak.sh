@@ -32,10 +32,8 @@ W=${1:-$(mktemp -d /tmp/sluice-soak.XXXXXX)}
 mkdir -p "$W"
 W=$(cd "$W" && pwd)
 PLOT=${PLOT:-$W/soak-rss-p99.svg}
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 . scripts/bench-lib.sh
+workdir soak "$W"
 
 # start_sink NAME [flags…]: sets SINK_PORT, SINK_PID
 start_sink() {

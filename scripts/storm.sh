@@ -14,11 +14,8 @@ RECORDS=${RECORDS:-4000}
 RATE=${RATE:-400}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=$PWD/target/release/sluice
-W=$(mktemp -d /tmp/sluice-storm.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 . scripts/bench-lib.sh
+workdir storm
 
 for mode in budget no-budget; do
   SP=$(free_port)
