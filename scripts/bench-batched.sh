@@ -2,52 +2,66 @@
 # Batched delivery benchmark (issue #6 item 8): sluice on one shard pinned to
 # CPU 0 (`--shards 1 --cores 0`), `batching: {max-records: 100}`, json
 # records framed as NDJSON (the default batch framing), one HTTP/2
-# destination: nghttpd (default) or `sluice sink` (PEER=sink), which, like
-# `sluice gen`, runs on the other CPUs. Figure: sluice CPU (utime + stime
-# from /proc/PID/stat) per acked record over RECORDS records at the maximum
-# rate, median of RUNS runs. Target: >= 1 M records per CPU second
-# (<= 1 µs per record). Then a `perf record` of one more run gives the top
-# 10 symbols by self time. The result goes into perf/RESULTS.md between the
+# destination. Figure: sluice CPU (utime + stime from /proc/PID/stat) per
+# acked record over RECORDS records at the maximum rate, median of RUNS runs.
+# Target: >= 1 M records per CPU second (<= 1 µs per record).
+#
+# Peers (PEERS, all measured in one sitting, runs alternating between them so
+# that the machine's noise falls on each alike), run with `sluice gen` on the
+# other CPUs:
+#   nghttpd        nghttpd with HTTP/2's default 64 KiB flow-control windows
+#                  (every ~32 KiB of a 73 KiB batch waits for a WINDOW_UPDATE)
+#   nghttpd-large  nghttpd -W 24 -w 20: 16 MiB connection / 1 MiB stream
+#                  windows, as Go's and Envoy's HTTP/2 servers advertise
+#   sink           `sluice sink --protocol h2c`
+# BASE=<another sluice binary> (BASE_NAME, NEW_NAME: their labels) adds a row
+# per peer for it, alternated with
+# BIN run by run (a side-by-side comparison: "ratio" column).
+# Then a `perf record` of one more run (BIN, the first peer) gives the top 10
+# symbols by self time. The result goes into perf/RESULTS.md between the
 # bench-batched.sh markers (RESULTS=0: print only).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
-# Env: RECORDS [1000000], PEER [nghttpd|sink], PERF=0 (no perf record),
-#      SKIP_BUILD=1, RESULTS=0, BIN (the sluice binary to measure, e.g. a
-#      baseline copy; default target/release/sluice), NGHTTPD_ARGS (extra
-#      nghttpd options, e.g. "-W 24 -w 20" for larger flow-control windows
-#      than HTTP/2's default 64 KiB).
+# Env: RECORDS [1000000], PEERS ["nghttpd nghttpd-large"], BIN (the sluice
+#      binary measured; default target/release/sluice), BASE, PERF=0 (no perf
+#      record), SKIP_BUILD=1, RESULTS=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-1000000}
-PEER=${PEER:-nghttpd}
+PEERS=${PEERS:-nghttpd nghttpd-large}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=${BIN:-$PWD/target/release/sluice}
-W=$(mktemp -d /tmp/sluice-batched.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+NEW_NAME=${NEW_NAME:-$(git rev-parse --short HEAD)}
+BASE_NAME=${BASE_NAME:-$(basename "${BASE:-base}")}
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 . scripts/bench-lib.sh
+workdir batched
 
-# --- the destination ----------------------------------------------------------------
-PEER_PORT=$(free_port)
-case "$PEER" in
-  nghttpd)
-    mkdir -p "$W/docroot" && echo ok >"$W/docroot/in"
-    taskset -c "$LOADCPU" nghttpd --no-tls ${NGHTTPD_ARGS:-} -d "$W/docroot" "$PEER_PORT" >"$W/peer.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 1 100); do curl -s -o /dev/null --http2-prior-knowledge "http://127.0.0.1:$PEER_PORT/in" && break; sleep 0.1; done
-    ;;
-  sink)
-    taskset -c "$LOADCPU" "$BIN" sink --listen "127.0.0.1:$PEER_PORT" --protocol h2c --quiet >"$W/peer.log" 2>&1 &
-    PIDS+=($!)
-    wait_line "$W/peer.log" "listening on"
-    ;;
-  *) echo "bench-batched: PEER must be nghttpd or sink, not '$PEER'" >&2; exit 2 ;;
-esac
+# --- the destinations ------------------------------------------------------------
+declare -A PORT
+mkdir -p "$W/docroot" && echo ok >"$W/docroot/in"
+for peer in $PEERS; do
+  PORT[$peer]=$(free_port)
+  case "$peer" in
+    nghttpd | nghttpd-large)
+      args=()
+      [ "$peer" = nghttpd-large ] && args=(-W 24 -w 20)
+      taskset -c "$LOADCPU" nghttpd --no-tls "${args[@]}" -d "$W/docroot" "${PORT[$peer]}" >"$W/$peer.log" 2>&1 &
+      PIDS+=($!)
+      for _ in $(seq 1 100); do curl -s -o /dev/null --http2-prior-knowledge "http://127.0.0.1:${PORT[$peer]}/in" && break; sleep 0.1; done
+      ;;
+    sink)
+      taskset -c "$LOADCPU" "$BIN" sink --listen "127.0.0.1:${PORT[$peer]}" --protocol h2c --quiet >"$W/$peer.log" 2>&1 &
+      PIDS+=($!)
+      wait_line "$W/$peer.log" "listening on"
+      ;;
+    *) echo "bench-batched: PEERS holds nghttpd, nghttpd-large or sink, not '$peer'" >&2; exit 2 ;;
+  esac
+done
 
 # --- the connector ------------------------------------------------------------------
-start_connector() {
+start_connector() { # BINARY PEER
   XDR=$(free_port)
   cat >"$W/sluice.yml" <<EOF
 service:
@@ -56,7 +70,7 @@ service:
   max-concurrent-records: 32768
 destinations:
   dest:
-    urls: ["http://127.0.0.1:$PEER_PORT/in"]
+    urls: ["http://127.0.0.1:${PORT[$2]}/in"]
     protocol: HTTP_2
     max-connections-per-endpoint: 4
 routing:
@@ -69,7 +83,7 @@ batching:
 logging:
   ticker-interval: 0
 EOF
-  "$BIN" run --config "$W/sluice.yml" --shards 1 --cores 0 >"$W/sluice.log" 2>&1 &
+  "$1" run --config "$W/sluice.yml" --shards 1 --cores 0 >"$W/sluice.log" 2>&1 &
   CPID=$!
   PIDS+=("$CPID")
   wait_line "$W/sluice.log" "listening on"
@@ -80,61 +94,89 @@ gen_run() { # OUT RECORDS
     --records "$2" --rate max --connections 4 --in-flight 1024 >"$1" 2>"$1.log"
 }
 
-us=() rates=()
-for i in $(seq 1 "$RUNS"); do
-  start_connector
+# measure BINARY PEER: one run; prints "µs-per-record acked/s".
+measure() {
+  start_connector "$1" "$2"
   gen_run "$W/warm.json" 50000
+  local before after acked
   before=$(cpu_of "$CPID")
-  gen_run "$W/run$i.json" "$RECORDS"
+  gen_run "$W/run.json" "$RECORDS"
   after=$(cpu_of "$CPID")
   stop_connector
-  acked=$(jget "$W/run$i.json" acked)
-  [ "$acked" = "$RECORDS" ] || { echo "bench-batched: run $i acked $acked of $RECORDS" >&2; exit 1; }
-  u=$(python3 -c "print('%.3f' % (($after - $before) * 1e6 / $acked))")
-  r=$(printf '%.0f' "$(jget "$W/run$i.json" acked_per_s)")
-  us+=("$u"); rates+=("$r")
-  echo "== run $i/$RUNS: $u µs CPU per record, $r acked/s"
+  acked=$(jget "$W/run.json" acked)
+  [ "$acked" = "$RECORDS" ] || { echo "bench-batched: $2 acked $acked of $RECORDS" >&2; exit 1; }
+  python3 -c "print('%.3f %.0f' % (($after - $before) * 1e6 / $acked, $(jget "$W/run.json" acked_per_s)))"
+}
+
+SIDES=(new)
+[ -n "${BASE:-}" ] && SIDES=(new base)
+declare -A US RATES
+for i in $(seq 1 "$RUNS"); do
+  for peer in $PEERS; do
+    for side in "${SIDES[@]}"; do
+      bin=$BIN
+      [ "$side" = base ] && bin=$BASE
+      read -r u r < <(measure "$bin" "$peer")
+      US[$side,$peer]="${US[$side,$peer]:-} $u"
+      RATES[$side,$peer]="${RATES[$side,$peer]:-} $r"
+      echo "== run $i/$RUNS, $peer, $side: $u µs CPU per record, $r acked/s"
+    done
+  done
 done
-MED=$(median "${us[@]}")
-MEDRATE=$(printf '%.0f' "$(median "${rates[@]}")")
-MREC=$(python3 -c "print('%.2f' % (1 / $MED))")
-MET=$(python3 -c "print('met' if $MED <= 1.0 else 'NOT met')")
 
 TOP=""
+FIRST=${PEERS%% *}
 if [ "${PERF:-1}" != 0 ] && command -v perf >/dev/null; then
-  start_connector
+  start_connector "$BIN" "$FIRST"
   gen_run "$W/warm.json" 50000
-  gen_run "$W/perf.gen.json" "$RECORDS" &
-  G=$!
-  sleep 1
-  perf record -F 999 -g -p "$CPID" -o "$W/perf.data" -- sleep 5 >/dev/null 2>&1 || true
-  wait "$G" || true
+  perf record -F 999 -g -p "$CPID" -o "$W/perf.data" >/dev/null 2>&1 &
+  P=$!
+  sleep 0.5
+  gen_run "$W/perf.gen.json" "$RECORDS" || true
+  kill -INT "$P" 2>/dev/null || true
+  wait "$P" 2>/dev/null || true
   stop_connector
   TOP=$(perf report -i "$W/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | head -10 | sed -E 's/^ +//; s/[ -]+$//' || true)
 fi
 
+row() { # SIDE PEER LABEL -> a table row; sets MED
+  # shellcheck disable=SC2086
+  MED=$(median ${US[$1,$2]})
+  # shellcheck disable=SC2086
+  local rate; rate=$(printf '%.0f' "$(median ${RATES[$1,$2]})")
+  local met; met=$(python3 -c "print('met' if $MED <= 1.0 else 'not met')")
+  # shellcheck disable=SC2086
+  echo "| $2 | $3 | $(echo ${US[$1,$2]} | sed 's/ /, /g') | **$(printf '%.3f' "$MED")** = $(python3 -c "print('%.2f' % (1 / $MED))") M/CPU-s, $met | $rate |"
+}
 {
   echo "<!-- bench-batched.sh:begin -->"
   echo "## Batched delivery (scripts/bench-batched.sh)"
   echo
-  echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs, shared with other"
-  echo "engineers' builds; $(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD)."
-  echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEER=$PEER${NGHTTPD_ARGS:+, NGHTTPD_ARGS=\"$NGHTTPD_ARGS\"}). sluice \`--shards 1 --cores 0\`,"
-  echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, HTTP/2 to $PEER;"
-  echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and $PEER on CPU $LOADCPU."
-  echo "sluice CPU = utime + stime from /proc/PID/stat around the measured run (after a 50 000-record warm-up)."
+  echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs;"
+  echo "$(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD), load average before: $LOAD0."
+  echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEERS=\"$PEERS\"${BASE:+, BASE=$BASE_NAME}). sluice \`--shards 1 --cores 0\`,"
+  echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, HTTP/2, 4 connections;"
+  echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and the peers on CPU $LOADCPU."
+  echo "sluice CPU = utime + stime from /proc/PID/stat around each run (after a 50 000-record warm-up);"
+  echo "runs alternate between peers${BASE:+ and binaries}. nghttpd: 64 KiB HTTP/2 windows; nghttpd-large: \`-W 24 -w 20\`."
   echo
-  echo "| run | sluice µs CPU / acked record | gen acked/s |"
-  echo "|---|---|---|"
-  for i in $(seq 1 "$RUNS"); do echo "| $i | ${us[$((i - 1))]} | ${rates[$((i - 1))]} |"; done
-  echo "| **median** | **$MED** ($(spread "${us[@]}")) = $MREC M records per CPU second | $MEDRATE |"
+  echo "| peer | binary | µs CPU / acked record, each run | median | gen acked/s (median) |"
+  echo "|---|---|---|---|---|"
+  for peer in $PEERS; do
+    row new "$peer" "$NEW_NAME"
+    NEWMED=$MED
+    if [ -n "${BASE:-}" ]; then
+      row base "$peer" "$BASE_NAME"
+      echo "| $peer | ratio | | **$(python3 -c "print('%.2f' % ($NEWMED / $MED))")×** | |"
+    fi
+  done
   echo
-  echo "Target ≥ 1 M records per CPU second (≤ 1 µs per record): **$MET**."
+  echo "Target ≥ 1 M records per CPU second (≤ 1 µs per record), per peer in the median column."
   if [ -n "$TOP" ]; then
     echo
-    echo "Where sluice's time goes (\`perf record -F 999 -g -p PID -- sleep 5\` during one more run;"
-    echo "\`perf report --no-children --sort symbol\`, top 10 by self time):"
+    echo "Where sluice's time goes (\`perf record -F 999 -g -p PID\` over one more run of $RECORDS records"
+    echo "against $FIRST; \`perf report --no-children --sort symbol\`, top 10 by self time):"
     echo
     echo '```'
     echo "$TOP"
