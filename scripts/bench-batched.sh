@@ -13,6 +13,9 @@
 #                  (every ~32 KiB of a 73 KiB batch waits for a WINDOW_UPDATE)
 #   nghttpd-large  nghttpd -W 24 -w 20: 16 MiB connection / 1 MiB stream
 #                  windows, as Go's and Envoy's HTTP/2 servers advertise
+#   nginx          nginx over HTTP/1.1 (`return 200`, the body read and
+#                  dropped): how Elasticsearch, Splunk HEC and most serverless
+#                  endpoints are reached
 #   sink           `sluice sink --protocol h2c`
 # BASE=<another sluice binary> (BASE_NAME, NEW_NAME: their labels) adds a row
 # per peer for it, alternated with
@@ -21,7 +24,7 @@
 # symbols by self time. The result goes into perf/RESULTS.md between the
 # bench-batched.sh markers (RESULTS=0: print only).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
-# Env: RECORDS [1000000], PEERS ["nghttpd nghttpd-large"], BIN (the sluice
+# Env: RECORDS [1000000], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
 #      binary measured; default target/release/sluice), BASE, PERF=0 (no perf
 #      record), SKIP_BUILD=1, RESULTS=0.
 set -euo pipefail
@@ -29,7 +32,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-1000000}
-PEERS=${PEERS:-nghttpd nghttpd-large}
+PEERS=${PEERS:-nghttpd nghttpd-large nginx}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=${BIN:-$PWD/target/release/sluice}
 NEW_NAME=${NEW_NAME:-$(git rev-parse --short HEAD)}
@@ -39,10 +42,11 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 workdir batched
 
 # --- the destinations ------------------------------------------------------------
-declare -A PORT
+declare -A PORT PROTO
 mkdir -p "$W/docroot" && echo ok >"$W/docroot/in"
 for peer in $PEERS; do
   PORT[$peer]=$(free_port)
+  PROTO[$peer]=HTTP_2
   case "$peer" in
     nghttpd | nghttpd-large)
       args=()
@@ -51,12 +55,35 @@ for peer in $PEERS; do
       PIDS+=($!)
       for _ in $(seq 1 100); do curl -s -o /dev/null --http2-prior-knowledge "http://127.0.0.1:${PORT[$peer]}/in" && break; sleep 0.1; done
       ;;
+    nginx)
+      PROTO[$peer]=HTTP_1_1
+      mkdir -p "$W/nginx"
+      cat >"$W/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx;
+  server {
+    listen 127.0.0.1:${PORT[$peer]};
+    keepalive_requests 1000000;
+    location / { client_max_body_size 16m; return 200; }
+  }
+}
+EOF
+      taskset -c "$LOADCPU" nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" >"$W/$peer.log" 2>&1 &
+      PIDS+=($!)
+      for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:${PORT[$peer]}/in" && break; sleep 0.1; done
+      ;;
     sink)
       taskset -c "$LOADCPU" "$BIN" sink --listen "127.0.0.1:${PORT[$peer]}" --protocol h2c --quiet >"$W/$peer.log" 2>&1 &
       PIDS+=($!)
       wait_line "$W/$peer.log" "listening on"
       ;;
-    *) echo "bench-batched: PEERS holds nghttpd, nghttpd-large or sink, not '$peer'" >&2; exit 2 ;;
+    *) echo "bench-batched: PEERS holds nghttpd, nghttpd-large, nginx or sink, not '$peer'" >&2; exit 2 ;;
   esac
 done
 
@@ -71,7 +98,7 @@ service:
 destinations:
   dest:
     urls: ["http://127.0.0.1:${PORT[$2]}/in"]
-    protocol: HTTP_2
+    protocol: ${PROTO[$2]}
     max-connections-per-endpoint: 4
 routing:
   mode: static-multi-destination
@@ -156,7 +183,7 @@ row() { # SIDE PEER LABEL -> a table row; sets MED
   echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs;"
   echo "$(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD), load average before: $LOAD0."
   echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEERS=\"$PEERS\"${BASE:+, BASE=$BASE_NAME}). sluice \`--shards 1 --cores 0\`,"
-  echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, HTTP/2, 4 connections;"
+  echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, 4 connections (HTTP/2, or HTTP/1.1 to nginx);"
   echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and the peers on CPU $LOADCPU."
   echo "sluice CPU = utime + stime from /proc/PID/stat around each run (after a 50 000-record warm-up);"
   echo "runs alternate between peers${BASE:+ and binaries}. nghttpd: 64 KiB HTTP/2 windows; nghttpd-large: \`-W 24 -w 20\`."
