@@ -176,6 +176,23 @@ impl<'v> Cursor<'v> {
         self.pos = unsafe { self.pos.add(n) };
     }
 
+    /// Appends `s` between double quotes (`s.len() + 2` bytes).
+    #[inline(always)]
+    pub fn quoted(&mut self, s: &[u8]) {
+        self.byte(b'"');
+        self.slice(s);
+        self.byte(b'"');
+    }
+
+    /// Replaces the byte written at `at` (a separator put before the first
+    /// element of a collection becomes its opening bracket).
+    pub fn set(&mut self, at: usize, b: u8) {
+        if at < self.len() {
+            // SAFETY: `base + at` is below `pos`: a byte already written.
+            unsafe { self.base.add(at).write(b) }
+        }
+    }
+
     /// `s` (at most 32 bytes) at `pos`, without moving `pos`: the first and
     /// the last word of the size class overlap, so every byte is written.
     #[inline(always)]
@@ -203,30 +220,63 @@ impl<'v> Cursor<'v> {
         }
     }
 
-    /// Appends `v` in decimal (at most [`MAX_INT`] bytes).
+    /// Appends `v` in decimal (at most [`MAX_INT`] bytes). Below 10,000
+    /// (counts, small keys, list items) without counting the digits first.
     #[inline]
     pub fn u64(&mut self, v: u64) {
+        let pair = |r: u64| {
+            let r = r as usize * 2;
+            [PAIRS[r], PAIRS[r + 1]]
+        };
+        if v < 10 {
+            self.byte(b'0' + v as u8);
+        } else if v < 100 {
+            self.put(&pair(v));
+        } else if v < 1000 {
+            let [a, b] = pair(v % 100);
+            self.put(&[b'0' + (v / 100) as u8, a, b]);
+        } else if v < 10_000 {
+            let ([a, b], [d, e]) = (pair(v / 100), pair(v % 100));
+            self.put(&[a, b, d, e]);
+        } else {
+            self.long_u64(v);
+        }
+    }
+
+    /// [`Cursor::u64`] from 10,000 up: four digits per step, written
+    /// backwards from the end of the digits' known length.
+    fn long_u64(&mut self, v: u64) {
         let n = v.checked_ilog10().map_or(1, |l| l as usize + 1);
         self.check(n);
+        let pair = |r: u32| {
+            let r = r as usize * 2;
+            [PAIRS[r], PAIRS[r + 1]]
+        };
         let mut v = v;
-        // SAFETY: the room `ensure` made holds the `n` digits; they are
-        // written backwards from `pos + n`, two at a time, down to `pos`.
+        // SAFETY: the room `ensure` made holds the `n` digits; each store
+        // lands below the previous one, from `pos + n` down to exactly
+        // `pos` (`n` is the number of digits of `v`).
         unsafe {
             let mut p = self.pos.add(n);
-            while v >= 100 {
-                let r = (v % 100) as usize * 2;
-                v /= 100;
-                p = p.sub(2);
-                p.cast::<[u8; 2]>()
-                    .write_unaligned([PAIRS[r], PAIRS[r + 1]]);
+            while v >= 10_000 {
+                let r = (v % 10_000) as u32;
+                v /= 10_000;
+                let ([a, b], [d, e]) = (pair(r / 100), pair(r % 100));
+                p = p.sub(4);
+                p.cast::<[u8; 4]>().write_unaligned([a, b, d, e]);
             }
-            if v >= 10 {
-                let r = v as usize * 2;
-                p.sub(2)
-                    .cast::<[u8; 2]>()
-                    .write_unaligned([PAIRS[r], PAIRS[r + 1]]);
+            let v = v as u32;
+            let top = if v >= 100 {
+                p = p.sub(2);
+                p.cast::<[u8; 2]>().write_unaligned(pair(v % 100));
+                v / 100
             } else {
-                p.sub(1).write(b'0' + v as u8);
+                v
+            };
+            if top >= 10 {
+                p.sub(2).cast::<[u8; 2]>().write_unaligned(pair(top));
+            } else {
+                p.sub(1).write(b'0' + top as u8);
             }
             self.pos = self.pos.add(n);
         }

@@ -65,16 +65,24 @@ fn escape_byte(c: &mut Cursor<'_>, b: u8, esc: u8) {
 /// `\\`): the usual SWAR zero-byte tests, so clean text is checked 8 bytes
 /// at a time.
 fn needs_escape(w: u64) -> bool {
+    escape_bits(w) != 0
+}
+
+/// Non-zero when one of the 8 bytes of `w` must be escaped (see
+/// [`needs_escape`]).
+#[inline(always)]
+fn escape_bits(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(0x20 * ONES) & !w & HIGH;
-    below_space | zero(w ^ (u64::from(b'"') * ONES)) | zero(w ^ (u64::from(b'\\') * ONES)) != 0
+    below_space | zero(w ^ (u64::from(b'"') * ONES)) | zero(w ^ (u64::from(b'\\') * ONES))
 }
 
 /// True when no byte of `bytes` must be escaped. Short text (most names,
 /// keys and values) is tested as one or two overlapping words rather than
 /// byte by byte: overlap only tests a byte twice.
+#[inline]
 fn is_clean(bytes: &[u8]) -> bool {
     let word = |b: &[u8; 8]| u64::from_le_bytes(*b);
     let n = bytes.len();
@@ -99,8 +107,8 @@ fn is_clean(bytes: &[u8]) -> bool {
         };
         u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 32
     } else if let (Some(&a), Some(&b), Some(&c)) = (bytes.first(), bytes.get(n / 2), bytes.last()) {
-        // Padded with `a` itself, so the padding needs escape only if `a` does.
-        u64::from_le_bytes([a, b, c, a, a, a, a, a])
+        let esc = |x: u8| ESCAPE[usize::from(x)];
+        return esc(a) | esc(b) | esc(c) == 0;
     } else {
         return true;
     };
@@ -116,14 +124,27 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 #[inline]
 fn put_str(c: &mut Cursor<'_>, s: &str) {
     let bytes = s.as_bytes();
-    if is_clean(bytes) {
+    if short_clean(bytes).unwrap_or_else(|| is_clean(bytes)) {
         c.ensure(bytes.len() + 2);
-        c.byte(b'"');
-        c.slice(bytes);
-        c.byte(b'"');
+        c.quoted(bytes);
     } else {
         put_escaped(c, bytes);
     }
+}
+
+/// Whether text of at most 16 bytes is clean (from 8 bytes on, tested as
+/// its first and last word, which overlap); `None` for longer text.
+#[inline(always)]
+fn short_clean(bytes: &[u8]) -> Option<bool> {
+    if bytes.len() > 16 {
+        return None;
+    }
+    Some(match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+        (Some(a), Some(b)) => {
+            escape_bits(u64::from_le_bytes(*a)) | escape_bits(u64::from_le_bytes(*b)) == 0
+        }
+        _ => is_clean(bytes),
+    })
 }
 
 /// A string that has bytes to escape, byte by byte, quotes included.
@@ -498,6 +519,26 @@ fn put_bin_end(c: &mut Cursor<'_>, v: &Value<'_>) {
     }
 }
 
+/// A bin's value in `json` and what follows it (makes its own room).
+fn put_bin_value_and_end(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result<(), EncodeError> {
+    let e = match *v {
+        Value::Int(i) => Elem::Int(i),
+        Value::Float(f) => Elem::Float(f),
+        Value::Bool(b) => Elem::Bool(b),
+        Value::Null => Elem::Nil,
+        _ => {
+            put_value(c, v, bin)?;
+            c.ensure(BIN_END_MAX);
+            put_bin_end(c, v);
+            return Ok(());
+        }
+    };
+    c.ensure(SCALAR_MAX + 1);
+    scalar(c, e);
+    c.byte(b'}');
+    Ok(())
+}
+
 /// A bin value as JSON (makes its own room).
 fn put_value(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result<(), EncodeError> {
     match v {
@@ -543,66 +584,92 @@ fn put_value(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result<(), EncodeE
 /// another kind (nested collection, GeoJSON, ext value): the general writer
 /// then does the whole collection.
 fn put_flat_collection(c: &mut Cursor<'_>, body: &[u8], len: u32, is_map: bool) -> bool {
+    let (open, close) = if is_map { (b'{', b'}') } else { (b'[', b']') };
+    if len == 0 {
+        c.ensure(2);
+        c.put(&[open, close]);
+        return true;
+    }
     let start = c.len();
-    let per = if is_map { 2 } else { 1 };
-    c.ensure(1);
-    c.byte(if is_map { b'{' } else { b'[' });
     let mut rest = body;
-    for i in 0..u64::from(len) * per {
-        let is_key = is_map && i % 2 == 0;
-        if i > 0 {
-            c.ensure(1);
-            c.byte(if is_map && !is_key { b':' } else { b',' });
+    for _ in 0..len {
+        // Each element is written after its separator; the first `,`
+        // becomes the opening bracket below.
+        let mut next = put_flat_elem(c, rest, b',', is_map);
+        if is_map {
+            next = next.and_then(|r| put_flat_elem(c, r, b':', false));
         }
-        let Some(r) = put_flat_elem(c, rest, is_key) else {
+        let Some(r) = next else {
             c.truncate(start);
             return false;
         };
         rest = r;
     }
+    c.set(start, open);
     c.ensure(1);
-    c.byte(if is_map { b'}' } else { b']' });
+    c.byte(close);
     true
 }
 
-/// One scalar, string or blob element at the start of `bytes` (a validated
-/// collection body), as a value or (`is_key`) as a map key; returns the
-/// bytes after it, `None` (having written nothing) for any other element.
-/// Makes its own room.
+/// `sep`, then one scalar, string or blob element at the start of `bytes`
+/// (a validated collection body), as a value or (`is_key`) as a map key;
+/// returns the bytes after it, `None` for any other element (having
+/// written nothing or part of it: the caller truncates). Makes its own room.
 #[inline]
-fn put_flat_elem<'a>(c: &mut Cursor<'_>, bytes: &'a [u8], is_key: bool) -> Option<&'a [u8]> {
+fn put_flat_elem<'a>(
+    c: &mut Cursor<'_>,
+    bytes: &'a [u8],
+    sep: u8,
+    is_key: bool,
+) -> Option<&'a [u8]> {
     let (&m, rest) = bytes.split_first()?;
-    let be = |n: usize| {
-        let b = rest.get(..n)?;
-        Some((
-            b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-            &rest[n..],
-        ))
-    };
+    let int = |v: i64, rest| Some((Elem::Int(v), rest));
     let (payload, rest) = match m {
-        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 | 0xca | 0xcb | 0xc0 | 0xc2 | 0xc3 => {
+        0xa0..=0xbf => rest.split_at_checked(usize::from(m & 0x1f))?,
+        0xd9 | 0xc4 => {
+            let (&n, rest) = rest.split_first()?;
+            rest.split_at_checked(usize::from(n))?
+        }
+        _ => {
             let (e, rest) = match m {
-                0x00..=0x7f => (Elem::Int(i64::from(m)), rest),
-                0xe0..=0xff => (Elem::Int(i64::from(m as i8)), rest),
-                0xc0 => (Elem::Nil, rest),
-                0xc2 | 0xc3 => (Elem::Bool(m == 0xc3), rest),
-                0xcc => be(1).map(|(v, r)| (Elem::Int(v as i64), r))?,
-                0xcd => be(2).map(|(v, r)| (Elem::Int(v as i64), r))?,
-                0xce => be(4).map(|(v, r)| (Elem::Int(v as i64), r))?,
-                0xcf => {
-                    be(8).map(|(v, r)| (i64::try_from(v).map_or(Elem::Uint(v), Elem::Int), r))?
-                }
-                0xd0 => be(1).map(|(v, r)| (Elem::Int(i64::from(v as u8 as i8)), r))?,
-                0xd1 => be(2).map(|(v, r)| (Elem::Int(i64::from(v as u16 as i16)), r))?,
-                0xd2 => be(4).map(|(v, r)| (Elem::Int(i64::from(v as u32 as i32)), r))?,
-                0xd3 => be(8).map(|(v, r)| (Elem::Int(v as i64), r))?,
-                0xca => {
-                    be(4).map(|(v, r)| (Elem::Float(f64::from(f32::from_bits(v as u32))), r))?
-                }
-                _ => be(8).map(|(v, r)| (Elem::Float(f64::from_bits(v)), r))?,
-            };
+                0x00..=0x7f => int(i64::from(m), rest),
+                0xe0..=0xff => int(i64::from(m as i8), rest),
+                0xc0 => Some((Elem::Nil, rest)),
+                0xc2 | 0xc3 => Some((Elem::Bool(m == 0xc3), rest)),
+                0xcc => rest.split_first().and_then(|(&v, r)| int(i64::from(v), r)),
+                0xcd => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from(u16::from_be_bytes(*v)), r)),
+                0xce => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from(u32::from_be_bytes(*v)), r)),
+                0xcf => rest.split_first_chunk().map(|(v, r)| {
+                    let v = u64::from_be_bytes(*v);
+                    (i64::try_from(v).map_or(Elem::Uint(v), Elem::Int), r)
+                }),
+                0xd0 => rest
+                    .split_first()
+                    .and_then(|(&v, r)| int(i64::from(v as i8), r)),
+                0xd1 => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from(i16::from_be_bytes(*v)), r)),
+                0xd2 => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from(i32::from_be_bytes(*v)), r)),
+                0xd3 => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from_be_bytes(*v), r)),
+                0xca => rest
+                    .split_first_chunk()
+                    .map(|(v, r)| (Elem::Float(f64::from(f32::from_be_bytes(*v))), r)),
+                0xcb => rest
+                    .split_first_chunk()
+                    .map(|(v, r)| (Elem::Float(f64::from_be_bytes(*v)), r)),
+                _ => None,
+            }?;
             // JSON keys are strings: numbers, booleans and nil are quoted.
-            c.ensure(SCALAR_MAX + 2);
+            c.ensure(SCALAR_MAX + 3);
+            c.byte(sep);
             if is_key {
                 c.byte(b'"');
                 scalar(c, e);
@@ -612,19 +679,12 @@ fn put_flat_elem<'a>(c: &mut Cursor<'_>, bytes: &'a [u8], is_key: bool) -> Optio
             }
             return Some(rest);
         }
-        0xa0..=0xbf => rest.split_at_checked(usize::from(m & 0x1f))?,
-        0xd9 | 0xc4 => {
-            let (&n, rest) = rest.split_first()?;
-            rest.split_at_checked(usize::from(n))?
-        }
-        _ => return None,
     };
     // A str/bin payload: Aerospike's particle prefix says what it is.
+    c.ensure(3);
+    c.byte(sep);
     match payload.split_first() {
-        None => {
-            c.ensure(2);
-            c.put(b"\"\"");
-        }
+        None => c.put(b"\"\""),
         Some((&STRING, text)) => put_str(c, particle::text(text, Utf8::Validated).ok()?),
         Some((&(BLOB | JAVA_BLOB..=ERLANG_BLOB), bytes)) => put_base64(c, bytes),
         Some(_) => return None,
@@ -798,27 +858,32 @@ where
             c.u64(rec.expiry(received_ms));
             c.put(b",\"lut\":");
             c.u64(rec.lut.unwrap_or(0));
-            c.ensure(10);
-            c.put(b",\"bins\":[");
-            let mut first = true;
+            c.ensure(9);
+            c.put(b",\"bins\":");
+            let start = c.len();
             for bin in bins {
                 let Some(name) = policy.select(bin.name) else {
                     continue;
                 };
-                c.ensure(9);
-                if !first {
-                    c.byte(b',');
+                // The first bin's `,` becomes the array's `[` below.
+                c.ensure(9 + 18 + TYPE_AND_VALUE_KEY_MAX);
+                c.put(b",{\"name\":");
+                let base = name.base.as_bytes();
+                if name.case == super::Case::Keep && short_clean(base) == Some(true) {
+                    c.quoted(base);
+                } else {
+                    put_name(c, &name);
+                    c.ensure(TYPE_AND_VALUE_KEY_MAX);
                 }
-                first = false;
-                c.put(b"{\"name\":");
-                put_name(c, &name);
-                c.ensure(TYPE_AND_VALUE_KEY_MAX);
                 put_type_and_value_key(c, &bin.value);
-                put_value(c, &bin.value, bin.name)?;
-                c.ensure(BIN_END_MAX);
-                put_bin_end(c, &bin.value);
+                put_bin_value_and_end(c, &bin.value, bin.name)?;
             }
-            c.ensure(1);
+            c.ensure(2);
+            if c.len() == start {
+                c.byte(b'[');
+            } else {
+                c.set(start, b'[');
+            }
             c.byte(b']');
         }
     }
