@@ -222,7 +222,7 @@ impl<'v> Cursor<'v> {
 
     /// Appends `v` in decimal (at most [`MAX_INT`] bytes). Below 10,000
     /// (counts, small keys, list items) without counting the digits first.
-    #[inline]
+    #[inline(always)]
     pub fn u64(&mut self, v: u64) {
         let pair = |r: u64| {
             let r = r as usize * 2;
@@ -245,6 +245,7 @@ impl<'v> Cursor<'v> {
 
     /// [`Cursor::u64`] from 10,000 up: four digits per step, written
     /// backwards from the end of the digits' known length.
+    #[inline(never)]
     fn long_u64(&mut self, v: u64) {
         let n = v.checked_ilog10().map_or(1, |l| l as usize + 1);
         self.check(n);

@@ -615,7 +615,9 @@ fn put_flat_collection(c: &mut Cursor<'_>, body: &[u8], len: u32, is_map: bool) 
 /// (a validated collection body), as a value or (`is_key`) as a map key;
 /// returns the bytes after it, `None` for any other element (having
 /// written nothing or part of it: the caller truncates). Makes its own room.
-#[inline]
+/// Small integers and short clean strings here, in the caller's loop;
+/// the rest in [`put_flat_other`].
+#[inline(always)]
 fn put_flat_elem<'a>(
     c: &mut Cursor<'_>,
     bytes: &'a [u8],
@@ -623,6 +625,51 @@ fn put_flat_elem<'a>(
     is_key: bool,
 ) -> Option<&'a [u8]> {
     let (&m, rest) = bytes.split_first()?;
+    let small = match m {
+        0x00..=0x7f => Some((u64::from(m), rest)),
+        0xcc => rest.split_first().map(|(&v, r)| (u64::from(v), r)),
+        0xcd => rest
+            .split_first_chunk()
+            .map(|(v, r)| (u64::from(u16::from_be_bytes(*v)), r)),
+        _ => None,
+    };
+    if let Some((v, rest)) = small {
+        // sep, up to 5 digits, quotes around a key.
+        c.ensure(8);
+        c.byte(sep);
+        if is_key {
+            c.byte(b'"');
+            c.u64(v);
+            c.byte(b'"');
+        } else {
+            c.u64(v);
+        }
+        return Some(rest);
+    }
+    if m & 0xe0 == 0xa0 {
+        if let Some((payload, after)) = rest.split_at_checked(usize::from(m & 0x1f)) {
+            if let Some((&STRING, text)) = payload.split_first() {
+                if short_clean(text) == Some(true) {
+                    c.ensure(text.len() + 3);
+                    c.byte(sep);
+                    c.quoted(text);
+                    return Some(after);
+                }
+            }
+        }
+    }
+    put_flat_other(c, m, rest, sep, is_key)
+}
+
+/// [`put_flat_elem`] for elements other than small integers and short
+/// clean strings: `m` is the element's marker, `rest` what follows it.
+fn put_flat_other<'a>(
+    c: &mut Cursor<'_>,
+    m: u8,
+    rest: &'a [u8],
+    sep: u8,
+    is_key: bool,
+) -> Option<&'a [u8]> {
     let int = |v: i64, rest| Some((Elem::Int(v), rest));
     let (payload, rest) = match m {
         0xa0..=0xbf => rest.split_at_checked(usize::from(m & 0x1f))?,
@@ -772,6 +819,7 @@ fn put_key(c: &mut Cursor<'_>, k: Elem<'_>, bin: &str) -> Result<(), EncodeError
 
 /// A scalar element as JSON text (integers, floats, booleans, nil): at most
 /// [`SCALAR_MAX`] bytes, the caller made the room.
+#[inline]
 fn scalar(c: &mut Cursor<'_>, e: Elem<'_>) {
     match e {
         Elem::Int(i) => c.i64(i),
