@@ -212,8 +212,19 @@ pub fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
 /// (20 bytes) and most blobs are short, where the engine's set-up costs
 /// more than the encoding.
 fn put_base64(c: &mut Cursor<'_>, bytes: &[u8]) {
-    // 4 letters per 3 bytes or part of them, and the quotes.
-    c.ensure(bytes.len().div_ceil(3).saturating_mul(4).saturating_add(2));
+    c.ensure(base64_bound(bytes.len()));
+    base64(c, bytes);
+}
+
+/// Bytes [`base64`] writes for `n` bytes: 4 letters per 3 bytes or part of
+/// them, and the quotes.
+const fn base64_bound(n: usize) -> usize {
+    n.div_ceil(3).saturating_mul(4).saturating_add(2)
+}
+
+/// `bytes` in base64, quotes included ([`base64_bound`] bytes; the caller
+/// made the room).
+fn base64(c: &mut Cursor<'_>, bytes: &[u8]) {
     c.byte(b'"');
     let mut chunks = bytes.chunks_exact(3);
     for t in &mut chunks {
@@ -526,6 +537,12 @@ fn put_bin_value_and_end(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result
         Value::Float(f) => Elem::Float(f),
         Value::Bool(b) => Elem::Bool(b),
         Value::Null => Elem::Nil,
+        Value::Str(s) if short_clean(s.as_bytes()) == Some(true) => {
+            c.ensure(s.len() + 3);
+            c.quoted(s.as_bytes());
+            c.byte(b'}');
+            return Ok(());
+        }
         _ => {
             put_value(c, v, bin)?;
             c.ensure(BIN_END_MAX);
@@ -874,19 +891,30 @@ where
     I: Iterator<Item = Bin<'a>>,
 {
     let c = &mut Cursor::new(out);
-    c.ensure(24);
+    // The opening 24, the namespace and set when short and clean (18 each),
+    // the digest's base64 and 3 commas.
+    c.ensure(24 + 2 * 18 + base64_bound(20) + 3);
     match rec.action {
         Action::Write => c.put(b"{\"msg\":\"write\",\"key\":["),
         Action::Delete { .. } => c.put(b"{\"msg\":\"delete\",\"key\":["),
     }
-    put_str(c, rec.namespace);
-    c.ensure(1);
+    let set = rec.set.unwrap_or_default().as_bytes();
+    if short_clean(rec.namespace.as_bytes()) == Some(true)
+        && rec.set.is_some()
+        && short_clean(set) == Some(true)
+    {
+        c.quoted(rec.namespace.as_bytes());
+        c.byte(b',');
+        c.quoted(set);
+    } else {
+        put_str(c, rec.namespace);
+        c.ensure(1);
+        c.byte(b',');
+        put_opt_str(c, rec.set);
+        c.ensure(base64_bound(20) + 2);
+    }
     c.byte(b',');
-    put_opt_str(c, rec.set);
-    c.ensure(1);
-    c.byte(b',');
-    put_base64(c, &rec.digest);
-    c.ensure(1);
+    base64(c, &rec.digest);
     c.byte(b',');
     put_user_key(c, rec.user_key);
     // `],"gen":` 8, `,"lut":` 7, `,"exp":` 7, `,"durable":` 11, three
