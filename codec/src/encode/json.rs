@@ -1103,6 +1103,45 @@ mod tests {
         assert_eq!(s(|o| write_str(o, "é")), "\"é\"");
     }
 
+    /// The cursor's string writer against a plain byte-by-byte one, for
+    /// every length up to 300 with an escape (or a multi-byte char) at every
+    /// position, appended to buffers of every fill level of a small
+    /// capacity (so the room is made by growing, too). Debug builds check
+    /// each write against the room made for it.
+    #[test]
+    fn strings_of_every_length_match_a_plain_escaper() {
+        fn plain(out: &mut Vec<u8>, s: &str) {
+            out.push(b'"');
+            for &b in s.as_bytes() {
+                match ESCAPE[usize::from(b)] {
+                    0 => out.push(b),
+                    b'u' => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                    e => out.extend_from_slice(&[b'\\', e]),
+                }
+            }
+            out.push(b'"');
+        }
+        let base: String = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(9);
+        for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}", "é", "\u{7f}"] {
+            for len in 0..300 {
+                for pos in 0..=len {
+                    let mut text = base[..len].to_string();
+                    text.insert_str(pos, special);
+                    let mut want = b"xy".to_vec();
+                    plain(&mut want, &text);
+                    let mut got = Vec::with_capacity(2 + (len + pos) % 40);
+                    got.extend_from_slice(b"xy");
+                    write_str(&mut got, &text);
+                    assert_eq!(got, want, "{special:?} at {pos} of {len}");
+                }
+                // And with no special byte at all.
+                let mut want = Vec::new();
+                plain(&mut want, &base[..len]);
+                assert_eq!(s(|o| write_str(o, &base[..len])).as_bytes(), want);
+            }
+        }
+    }
+
     #[test]
     fn every_control_char_round_trips() {
         let all: String = (0u8..0x20).map(char::from).collect();
