@@ -892,8 +892,8 @@ where
 {
     let c = &mut Cursor::new(out);
     // The opening 24, the namespace and set when short and clean (18 each),
-    // the digest's base64 and 3 commas.
-    c.ensure(24 + 2 * 18 + base64_bound(20) + 3);
+    // the digest's base64, 3 commas, and an integer or short clean text key.
+    c.ensure(24 + 2 * 18 + base64_bound(20) + 3 + MAX_INT);
     match rec.action {
         Action::Write => c.put(b"{\"msg\":\"write\",\"key\":["),
         Action::Delete { .. } => c.put(b"{\"msg\":\"delete\",\"key\":["),
@@ -911,15 +911,19 @@ where
         c.ensure(1);
         c.byte(b',');
         put_opt_str(c, rec.set);
-        c.ensure(base64_bound(20) + 2);
+        c.ensure(base64_bound(20) + 2 + MAX_INT);
     }
     c.byte(b',');
     base64(c, &rec.digest);
     c.byte(b',');
-    put_user_key(c, rec.user_key);
+    match rec.user_key {
+        Some(UserKey::Int(i)) => c.i64(i),
+        Some(UserKey::Str(s)) if short_clean(s.as_bytes()) == Some(true) => c.quoted(s.as_bytes()),
+        k => put_user_key(c, k),
+    }
     // `],"gen":` 8, `,"lut":` 7, `,"exp":` 7, `,"durable":` 11, three
-    // integers and `false`.
-    c.ensure(8 + 7 + 11 + 3 * MAX_INT + 5);
+    // integers, `false`, and `,"bins":` 9.
+    c.ensure(8 + 7 + 11 + 3 * MAX_INT + 5 + 9);
     c.put(b"],\"gen\":");
     c.u64(u64::from(rec.generation));
     match rec.action {
@@ -934,7 +938,6 @@ where
             c.u64(rec.expiry(received_ms));
             c.put(b",\"lut\":");
             c.u64(rec.lut.unwrap_or(0));
-            c.ensure(9);
             c.put(b",\"bins\":");
             let start = c.len();
             for bin in bins {
