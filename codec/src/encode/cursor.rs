@@ -243,44 +243,49 @@ impl<'v> Cursor<'v> {
         }
     }
 
-    /// [`Cursor::u64`] from 10,000 up: four digits per step, written
-    /// backwards from the end of the digits' known length.
+    /// Exactly 4 digits of `v` (below 10,000), zero-padded.
+    #[inline(always)]
+    fn four(&mut self, v: u32) {
+        let (a, b) = ((v / 100) as usize * 2, (v % 100) as usize * 2);
+        self.put(&[PAIRS[a], PAIRS[a + 1], PAIRS[b], PAIRS[b + 1]]);
+    }
+
+    /// [`Cursor::u64`] from 10,000 up: the leading 1 to 4 digits, then
+    /// groups of 4, the low 8 digits split off with one 64-bit division and
+    /// the rest done in 32 bits.
     #[inline(never)]
     fn long_u64(&mut self, v: u64) {
-        let n = v.checked_ilog10().map_or(1, |l| l as usize + 1);
-        self.check(n);
-        let pair = |r: u32| {
-            let r = r as usize * 2;
-            [PAIRS[r], PAIRS[r + 1]]
-        };
-        let mut v = v;
-        // SAFETY: the room `ensure` made holds the `n` digits; each store
-        // lands below the previous one, from `pos + n` down to exactly
-        // `pos` (`n` is the number of digits of `v`).
-        unsafe {
-            let mut p = self.pos.add(n);
-            while v >= 10_000 {
-                let r = (v % 10_000) as u32;
-                v /= 10_000;
-                let ([a, b], [d, e]) = (pair(r / 100), pair(r % 100));
-                p = p.sub(4);
-                p.cast::<[u8; 4]>().write_unaligned([a, b, d, e]);
-            }
+        if v < 100_000_000 {
             let v = v as u32;
-            let top = if v >= 100 {
-                p = p.sub(2);
-                p.cast::<[u8; 2]>().write_unaligned(pair(v % 100));
-                v / 100
-            } else {
-                v
-            };
-            if top >= 10 {
-                p.sub(2).cast::<[u8; 2]>().write_unaligned(pair(top));
-            } else {
-                p.sub(1).write(b'0' + top as u8);
-            }
-            self.pos = self.pos.add(n);
+            self.u64(u64::from(v / 10_000));
+            self.four(v % 10_000);
+            return;
         }
+        let (hi, lo) = if v < 10_000_000_000_000_000 {
+            let hi = v / 100_000_000;
+            if hi < 10_000 {
+                self.u64(hi);
+            } else {
+                let hi = hi as u32;
+                self.u64(u64::from(hi / 10_000));
+                self.four(hi % 10_000);
+            }
+            (None, (v % 100_000_000) as u32)
+        } else {
+            // 17 to 20 digits: at most 1844, then 16 more.
+            let rest = v % 10_000_000_000_000_000;
+            self.u64(v / 10_000_000_000_000_000);
+            (
+                Some((rest / 100_000_000) as u32),
+                (rest % 100_000_000) as u32,
+            )
+        };
+        if let Some(hi) = hi {
+            self.four(hi / 10_000);
+            self.four(hi % 10_000);
+        }
+        self.four(lo / 10_000);
+        self.four(lo % 10_000);
     }
 
     /// Appends `v` in decimal (at most [`MAX_INT`] bytes).

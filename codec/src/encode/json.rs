@@ -273,8 +273,10 @@ fn float(c: &mut Cursor<'_>, v: f64) {
     // shortest text for them, written without ryu's search. At most
     // 1 + 9 + 4 bytes.
     let eighths = v * 8.0;
-    if eighths.abs() < (1u64 << 30) as f64 && eighths == eighths.trunc() && v != 0.0 {
-        let n = eighths as i64;
+    // Below 2^30 the conversion is exact for whole numbers, so converting
+    // back tests wholeness (`trunc` is a library call on baseline x86-64).
+    let n = eighths as i64;
+    if eighths.abs() < (1u64 << 30) as f64 && n as f64 == eighths && v != 0.0 {
         if n < 0 {
             c.byte(b'-');
         }
