@@ -5,18 +5,19 @@
 //!
 //! Why: through `Vec::extend_from_slice` every piece of output (a quote, a
 //! comma, a 2-byte integer) loads and stores the length, checks the
-//! capacity and calls `memcpy`; the json writer makes about 150 such writes
-//! per record. Here the position stays in a register, short text is copied
-//! as two overlapping fixed-size words, and integers are written in place
-//! (perf/RESULTS.md, round 4, has the counts).
+//! capacity and calls `memcpy`, and the json writer makes one such write per
+//! quote, comma, key and value. Here the position stays in a register within
+//! a writer, short text is copied as two overlapping fixed-size words, and
+//! integers are written in place (perf/RESULTS.md, round 4, has the counts).
 //!
 //! The contract: [`Cursor::ensure`]`(n)` makes room for `n` bytes (a real
 //! check: the `Vec` grows when short). The writes that follow, up to the
 //! next `ensure`, add up to at most `n` bytes; each writer computes `n` from
 //! lengths it holds (text of `n` bytes escapes to at most `6n + 2`, an
 //! integer takes at most 20). Debug builds check every write against the
-//! room the last `ensure` promised, so the tests and the fuzz targets catch
-//! a wrong bound as a panic, not as memory corruption.
+//! room the last `ensure` promised, so the tests and fuzz runs built with
+//! debug assertions (`cargo fuzz run -a`) catch a wrong bound as a panic,
+//! not as memory corruption.
 #![allow(unsafe_code)]
 
 use std::ptr;
