@@ -86,6 +86,7 @@ impl<'a> OutName<'a> {
     }
 
     /// Length in UTF-8 bytes of the output name.
+    #[inline]
     pub fn byte_len(&self) -> usize {
         if self.case == Case::Keep {
             return self.base.len();
@@ -116,6 +117,7 @@ impl<'a> OutName<'a> {
     }
 
     /// Appends the output name to `out` as UTF-8.
+    #[inline]
     pub fn push_to(&self, out: &mut Vec<u8>) {
         if self.case == Case::Keep {
             out.extend_from_slice(self.base.as_bytes());

@@ -1,6 +1,10 @@
 //! The `json` and `flat-json` formats: a hand-written JSON writer that appends
-//! straight into the output buffer (itoa, ryu, base64 into the `Vec`), so a
-//! record costs no allocation once the buffer has grown.
+//! straight into the output buffer through a [`Cursor`] (integers, base64 and
+//! short text written in place), so a record costs no allocation once the
+//! buffer has grown.
+//!
+//! Every writer here makes room for what it writes with `Cursor::ensure`,
+//! the bound computed from lengths it holds (the cursor module's contract).
 //!
 //! Decisions (docs/FORMATS.md): non-finite floats are `null`; non-string map
 //! keys become strings (integers in decimal, floats as written by ryu, blobs
@@ -9,6 +13,7 @@
 //! raw line breaks dropped (they can only be white space there) so NDJSON
 //! batches stay one record per line.
 
+use super::cursor::{Cursor, MAX_INT};
 use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, OutName};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
@@ -36,14 +41,23 @@ static ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn escape_byte(out: &mut Vec<u8>, b: u8, esc: u8) {
+/// Longest text of a scalar (an integer, a float, `false`, `null`): ryu
+/// writes at most 24 bytes, an integer at most [`MAX_INT`].
+const SCALAR_MAX: usize = 24;
+
+/// Bytes escaped text of `n` bytes can take, quotes included: each byte at
+/// most 6 (`\u00XX`).
+fn escaped_bound(n: usize) -> usize {
+    n.saturating_mul(6).saturating_add(2)
+}
+
+/// Writes byte `b` escaped (`esc` from [`ESCAPE`]): at most 6 bytes.
+fn escape_byte(c: &mut Cursor<'_>, b: u8, esc: u8) {
     if esc == b'u' {
-        out.extend_from_slice(b"\\u00");
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0x0f)]);
+        c.put(b"\\u00");
+        c.put(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
     } else {
-        out.push(b'\\');
-        out.push(esc);
+        c.put(&[b'\\', esc]);
     }
 }
 
@@ -51,16 +65,24 @@ fn escape_byte(out: &mut Vec<u8>, b: u8, esc: u8) {
 /// `\\`): the usual SWAR zero-byte tests, so clean text is checked 8 bytes
 /// at a time.
 fn needs_escape(w: u64) -> bool {
+    escape_bits(w) != 0
+}
+
+/// Non-zero when one of the 8 bytes of `w` must be escaped (see
+/// [`needs_escape`]).
+#[inline(always)]
+fn escape_bits(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(0x20 * ONES) & !w & HIGH;
-    below_space | zero(w ^ (u64::from(b'"') * ONES)) | zero(w ^ (u64::from(b'\\') * ONES)) != 0
+    below_space | zero(w ^ (u64::from(b'"') * ONES)) | zero(w ^ (u64::from(b'\\') * ONES))
 }
 
 /// True when no byte of `bytes` must be escaped. Short text (most names,
 /// keys and values) is tested as one or two overlapping words rather than
 /// byte by byte: overlap only tests a byte twice.
+#[inline]
 fn is_clean(bytes: &[u8]) -> bool {
     let word = |b: &[u8; 8]| u64::from_le_bytes(*b);
     let n = bytes.len();
@@ -85,8 +107,8 @@ fn is_clean(bytes: &[u8]) -> bool {
         };
         u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 32
     } else if let (Some(&a), Some(&b), Some(&c)) = (bytes.first(), bytes.get(n / 2), bytes.last()) {
-        // Padded with `a` itself, so the padding needs escape only if `a` does.
-        u64::from_le_bytes([a, b, c, a, a, a, a, a])
+        let esc = |x: u8| ESCAPE[usize::from(x)];
+        return esc(a) | esc(b) | esc(c) == 0;
     } else {
         return true;
     };
@@ -95,47 +117,81 @@ fn is_clean(bytes: &[u8]) -> bool {
 
 /// Appends `s` as a JSON string, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    if is_clean(bytes) {
-        out.extend_from_slice(bytes);
-    } else {
-        write_escaped(out, bytes);
-    }
-    out.push(b'"');
+    put_str(&mut Cursor::new(out), s);
 }
 
-/// The body of a string that has bytes to escape, byte by byte.
+/// `s` as a JSON string, quotes included (makes its own room).
+#[inline]
+fn put_str(c: &mut Cursor<'_>, s: &str) {
+    let bytes = s.as_bytes();
+    if short_clean(bytes).unwrap_or_else(|| is_clean(bytes)) {
+        c.ensure(bytes.len() + 2);
+        c.quoted(bytes);
+    } else {
+        put_escaped(c, bytes);
+    }
+}
+
+/// Whether text of at most 16 bytes is clean (from 8 bytes on, tested as
+/// its first and last word, which overlap); `None` for longer text.
+#[inline(always)]
+fn short_clean(bytes: &[u8]) -> Option<bool> {
+    if bytes.len() > 16 {
+        return None;
+    }
+    Some(match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+        (Some(a), Some(b)) => {
+            escape_bits(u64::from_le_bytes(*a)) | escape_bits(u64::from_le_bytes(*b)) == 0
+        }
+        _ => is_clean(bytes),
+    })
+}
+
+/// A string that has bytes to escape, byte by byte, quotes included.
 #[cold]
-fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+fn put_escaped(c: &mut Cursor<'_>, bytes: &[u8]) {
+    c.ensure(escaped_bound(bytes.len()));
+    c.byte(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc = ESCAPE[usize::from(b)];
         if esc != 0 {
-            out.extend_from_slice(&bytes[start..i]);
-            escape_byte(out, b, esc);
+            c.slice(&bytes[start..i]);
+            escape_byte(c, b, esc);
             start = i + 1;
         }
     }
-    out.extend_from_slice(&bytes[start..]);
+    c.slice(&bytes[start..]);
+    c.byte(b'"');
 }
 
-/// Appends an output bin name as a JSON string.
-fn write_name(out: &mut Vec<u8>, name: &OutName<'_>) {
+/// An output bin name as a JSON string (makes its own room).
+#[inline]
+fn put_name(c: &mut Cursor<'_>, name: &OutName<'_>) {
     if name.case == super::Case::Keep {
-        return write_str(out, name.base);
+        put_str(c, name.base);
+    } else {
+        put_cased(c, name);
     }
-    out.push(b'"');
-    name.for_each_char(|c| {
+}
+
+/// A case-mapped name, a char at a time.
+#[cold]
+fn put_cased(c: &mut Cursor<'_>, name: &OutName<'_>) {
+    c.ensure(1);
+    c.byte(b'"');
+    name.for_each_char(|ch| {
         let mut buf = [0u8; 4];
-        let s = c.encode_utf8(&mut buf);
+        let s = ch.encode_utf8(&mut buf);
+        // A char is at most 4 bytes of UTF-8, or 6 escaped.
+        c.ensure(6);
         match s.as_bytes() {
-            [b] if ESCAPE[usize::from(*b)] != 0 => escape_byte(out, *b, ESCAPE[usize::from(*b)]),
-            bytes => out.extend_from_slice(bytes),
+            [b] if ESCAPE[usize::from(*b)] != 0 => escape_byte(c, *b, ESCAPE[usize::from(*b)]),
+            bytes => c.slice(bytes),
         }
     });
-    out.push(b'"');
+    c.ensure(1);
+    c.byte(b'"');
 }
 
 /// The standard base64 alphabet (RFC 4648 §4).
@@ -146,80 +202,128 @@ fn b64(n: u32, shift: u32) -> u8 {
     BASE64[((n >> shift) & 63) as usize]
 }
 
-/// Appends `bytes` in standard padded base64, quotes included. Written out
-/// here rather than through the `base64` engine: digests (20 bytes) and
-/// most blobs are short, where the engine's set-up costs more than the
-/// encoding.
+/// Appends `bytes` in standard padded base64, quotes included.
 pub fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len().div_ceil(3) * 4 + 2);
-    out.push(b'"');
+    put_base64(&mut Cursor::new(out), bytes);
+}
+
+/// `bytes` in standard padded base64, quotes included (makes its own
+/// room). Written out here rather than through the `base64` engine: digests
+/// (20 bytes) and most blobs are short, where the engine's set-up costs
+/// more than the encoding.
+fn put_base64(c: &mut Cursor<'_>, bytes: &[u8]) {
+    c.ensure(base64_bound(bytes.len()));
+    base64(c, bytes);
+}
+
+/// Bytes [`base64`] writes for `n` bytes: 4 letters per 3 bytes or part of
+/// them, and the quotes.
+const fn base64_bound(n: usize) -> usize {
+    n.div_ceil(3).saturating_mul(4).saturating_add(2)
+}
+
+/// `bytes` in base64, quotes included ([`base64_bound`] bytes; the caller
+/// made the room).
+fn base64(c: &mut Cursor<'_>, bytes: &[u8]) {
+    c.byte(b'"');
     let mut chunks = bytes.chunks_exact(3);
-    for c in &mut chunks {
-        if let [a, b, c] = *c {
-            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
-            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b64(n, 6), b64(n, 0)]);
+    for t in &mut chunks {
+        if let [a, b, d] = *t {
+            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(d);
+            c.put(&[b64(n, 18), b64(n, 12), b64(n, 6), b64(n, 0)]);
         }
     }
     match *chunks.remainder() {
         [a] => {
             let n = u32::from(a) << 16;
-            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b'=', b'=']);
+            c.put(&[b64(n, 18), b64(n, 12), b'=', b'=']);
         }
         [a, b] => {
             let n = u32::from(a) << 16 | u32::from(b) << 8;
-            out.extend_from_slice(&[b64(n, 18), b64(n, 12), b64(n, 6), b'=']);
+            c.put(&[b64(n, 18), b64(n, 12), b64(n, 6), b'=']);
         }
         _ => {}
     }
-    out.push(b'"');
+    c.byte(b'"');
 }
 
 pub fn write_i64(out: &mut Vec<u8>, v: i64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    let mut c = Cursor::new(out);
+    c.ensure(MAX_INT);
+    c.i64(v);
 }
 
 pub fn write_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    let mut c = Cursor::new(out);
+    c.ensure(MAX_INT);
+    c.u64(v);
 }
 
 /// A float as JSON: shortest round-trip text; NaN and infinities as `null`.
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    let mut c = Cursor::new(out);
+    c.ensure(SCALAR_MAX);
+    float(&mut c, v);
+}
+
+/// A float (at most [`SCALAR_MAX`] bytes; the caller made the room).
+fn float(c: &mut Cursor<'_>, v: f64) {
     // Multiples of 1/8 below 2^27 in size (prices, scores, halves): their
     // exact decimal has at most 3 fraction digits, which is also ryu's
-    // shortest text for them, written without ryu's search.
+    // shortest text for them, written without ryu's search. At most
+    // 1 + 9 + 4 bytes.
     let eighths = v * 8.0;
-    if eighths.abs() < (1u64 << 30) as f64 && eighths == eighths.trunc() && v != 0.0 {
-        const FRACTION: [&[u8]; 8] = [
-            b".0", b".125", b".25", b".375", b".5", b".625", b".75", b".875",
-        ];
-        let n = eighths as i64;
+    // Below 2^30 the conversion is exact for whole numbers, so converting
+    // back tests wholeness (`trunc` is a library call on baseline x86-64).
+    let n = eighths as i64;
+    if eighths.abs() < (1u64 << 30) as f64 && n as f64 == eighths && v != 0.0 {
         if n < 0 {
-            out.push(b'-');
+            c.byte(b'-');
         }
         let n = n.unsigned_abs();
-        out.extend_from_slice(itoa::Buffer::new().format(n >> 3).as_bytes());
-        out.extend_from_slice(FRACTION[(n & 7) as usize]);
+        c.u64(n >> 3);
+        match n & 7 {
+            0 => c.put(b".0"),
+            1 => c.put(b".125"),
+            2 => c.put(b".25"),
+            3 => c.put(b".375"),
+            4 => c.put(b".5"),
+            5 => c.put(b".625"),
+            6 => c.put(b".75"),
+            _ => c.put(b".875"),
+        }
         return;
     }
     if v.is_finite() {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+        c.slice(ryu::Buffer::new().format_finite(v).as_bytes());
     } else {
-        out.extend_from_slice(b"null");
+        c.put(b"null");
     }
 }
 
-fn write_bool(out: &mut Vec<u8>, v: bool) {
-    out.extend_from_slice(if v { b"true" } else { b"false" });
+/// `true` or `false` (at most 5 bytes; the caller made the room).
+fn boolean(c: &mut Cursor<'_>, v: bool) {
+    if v {
+        c.put(b"true");
+    } else {
+        c.put(b"false");
+    }
 }
 
-/// Embeds GeoJSON text as the JSON value it holds.
-fn write_geo(out: &mut Vec<u8>, json: &str, bin: &str) -> Result<(), EncodeError> {
+/// Embeds GeoJSON text as the JSON value it holds (makes its own room).
+fn put_geo(c: &mut Cursor<'_>, json: &str, bin: &str) -> Result<(), EncodeError> {
     check_json(json.as_bytes()).map_err(|(what, at)| EncodeError::BadGeoJson {
         bin: bin.to_string(),
         why: format!("{what} at byte {at}"),
     })?;
+    let json = json.trim().as_bytes();
+    c.ensure(json.len());
     // Valid JSON has no raw CR/LF inside strings, so these are white space.
-    out.extend(json.trim().bytes().filter(|&b| b != b'\n' && b != b'\r'));
+    for &b in json {
+        if b != b'\n' && b != b'\r' {
+            c.byte(b);
+        }
+    }
     Ok(())
 }
 
@@ -385,53 +489,107 @@ fn json_number(s: &[u8], start: usize) -> Result<usize, (&'static str, usize)> {
     Ok(i)
 }
 
-/// What follows a bin's name in `json`: its `type`, then the `value` key,
-/// as one slice.
-fn type_and_value_key(v: &Value<'_>) -> &'static [u8] {
+/// Longest [`put_type_and_value_key`] text.
+const TYPE_AND_VALUE_KEY_MAX: usize = 27;
+
+/// What follows a bin's name in `json`: its `type`, then the `value` key
+/// (at most [`TYPE_AND_VALUE_KEY_MAX`] bytes; the caller made the room).
+fn put_type_and_value_key(c: &mut Cursor<'_>, v: &Value<'_>) {
     match v {
-        Value::Null => b",\"type\":\"null\",\"value\":",
-        Value::Int(_) => b",\"type\":\"int\",\"value\":",
-        Value::Float(_) => b",\"type\":\"float\",\"value\":",
-        Value::Str(_) => b",\"type\":\"str\",\"value\":",
-        Value::Bool(_) => b",\"type\":\"bool\",\"value\":",
-        Value::Blob { .. } => b",\"type\":\"blob\",\"value\":",
-        Value::Hll(_) => b",\"type\":\"hll\",\"value\":",
-        Value::List { .. } => b",\"type\":\"list\",\"value\":",
-        Value::Map { .. } => b",\"type\":\"map\",\"value\":",
-        Value::Geo(_) => b",\"type\":\"geojson\",\"value\":",
+        Value::Null => c.put(b",\"type\":\"null\",\"value\":"),
+        Value::Int(_) => c.put(b",\"type\":\"int\",\"value\":"),
+        Value::Float(_) => c.put(b",\"type\":\"float\",\"value\":"),
+        Value::Str(_) => c.put(b",\"type\":\"str\",\"value\":"),
+        Value::Bool(_) => c.put(b",\"type\":\"bool\",\"value\":"),
+        Value::Blob { .. } => c.put(b",\"type\":\"blob\",\"value\":"),
+        Value::Hll(_) => c.put(b",\"type\":\"hll\",\"value\":"),
+        Value::List { .. } => c.put(b",\"type\":\"list\",\"value\":"),
+        Value::Map { .. } => c.put(b",\"type\":\"map\",\"value\":"),
+        Value::Geo(_) => c.put(b",\"type\":\"geojson\",\"value\":"),
     }
 }
 
-/// A map bin's `order` member and the bin's closing brace, as one slice.
-fn map_order_and_end(o: MapOrder) -> &'static [u8] {
-    match o {
-        MapOrder::Unordered => b",\"order\":\"unordered\"}",
-        MapOrder::Key => b",\"order\":\"key\"}",
-        MapOrder::KeyValue => b",\"order\":\"key-value\"}",
-        MapOrder::Insertion => b",\"order\":\"insertion\"}",
+/// Longest [`put_bin_end`] text.
+const BIN_END_MAX: usize = 24;
+
+/// The members after a bin's value in `json` (a list's `ordered`, a map's
+/// `order`) and the bin's closing brace (at most [`BIN_END_MAX`] bytes; the
+/// caller made the room).
+fn put_bin_end(c: &mut Cursor<'_>, v: &Value<'_>) {
+    match v {
+        Value::List {
+            order: ListOrder::Ordered,
+            ..
+        } => c.put(b",\"ordered\":true}"),
+        Value::List { .. } => c.put(b",\"ordered\":false}"),
+        Value::Map { order, .. } => match order {
+            MapOrder::Unordered => c.put(b",\"order\":\"unordered\"}"),
+            MapOrder::Key => c.put(b",\"order\":\"key\"}"),
+            MapOrder::KeyValue => c.put(b",\"order\":\"key-value\"}"),
+            MapOrder::Insertion => c.put(b",\"order\":\"insertion\"}"),
+        },
+        _ => c.byte(b'}'),
     }
 }
 
-/// Appends a bin value as JSON.
-pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value<'_>, bin: &str) -> Result<(), EncodeError> {
+/// A bin's value in `json` and what follows it (makes its own room).
+fn put_bin_value_and_end(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result<(), EncodeError> {
+    let e = match *v {
+        Value::Int(i) => Elem::Int(i),
+        Value::Float(f) => Elem::Float(f),
+        Value::Bool(b) => Elem::Bool(b),
+        Value::Null => Elem::Nil,
+        Value::Str(s) if short_clean(s.as_bytes()) == Some(true) => {
+            c.ensure(s.len() + 3);
+            c.quoted(s.as_bytes());
+            c.byte(b'}');
+            return Ok(());
+        }
+        _ => {
+            put_value(c, v, bin)?;
+            c.ensure(BIN_END_MAX);
+            put_bin_end(c, v);
+            return Ok(());
+        }
+    };
+    c.ensure(SCALAR_MAX + 1);
+    scalar(c, e);
+    c.byte(b'}');
+    Ok(())
+}
+
+/// A bin value as JSON (makes its own room).
+fn put_value(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result<(), EncodeError> {
     match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Int(i) => write_i64(out, *i),
-        Value::Float(f) => write_f64(out, *f),
-        Value::Str(s) => write_str(out, s),
-        Value::Bool(b) => write_bool(out, *b),
-        Value::Blob { bytes, .. } | Value::Hll(bytes) => write_base64(out, bytes),
-        Value::Geo(g) => write_geo(out, g.json, bin)?,
+        Value::Null => {
+            c.ensure(4);
+            c.put(b"null");
+        }
+        Value::Int(i) => {
+            c.ensure(MAX_INT);
+            c.i64(*i);
+        }
+        Value::Float(f) => {
+            c.ensure(SCALAR_MAX);
+            float(c, *f);
+        }
+        Value::Str(s) => put_str(c, s),
+        Value::Bool(b) => {
+            c.ensure(5);
+            boolean(c, *b);
+        }
+        Value::Blob { bytes, .. } | Value::Hll(bytes) => put_base64(c, bytes),
+        Value::Geo(g) => put_geo(c, g.json, bin)?,
         Value::List { items, .. } => {
-            if !write_flat_collection(out, items.body, items.len, false) {
+            if !put_flat_collection(c, items.body, items.len, false) {
                 let mut r = items.elements();
-                write_collection(out, &mut r, items.len, false, 1, bin)?;
+                put_collection(c, &mut r, items.len, false, 1, bin)?;
             }
         }
         Value::Map { items, .. } => {
-            if !write_flat_collection(out, items.body, items.len, true) {
+            if !put_flat_collection(c, items.body, items.len, true) {
                 let mut r = items.elements();
-                write_collection(out, &mut r, items.len, true, 1, bin)?;
+                put_collection(c, &mut r, items.len, true, 1, bin)?;
             }
         }
     }
@@ -440,95 +598,169 @@ pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value<'_>, bin: &str) -> Result
 
 /// A list (`len` values) or map (`len` pairs) body of a parsed record whose
 /// elements are all scalars, strings and blobs, written in one pass over its
-/// bytes: the same text as [`write_collection`] without building an element
-/// per value. `false`, with `out` as it was, at the first element of
+/// bytes: the same text as [`put_collection`] without building an element
+/// per value. `false`, with the output as it was, at the first element of
 /// another kind (nested collection, GeoJSON, ext value): the general writer
 /// then does the whole collection.
-fn write_flat_collection(out: &mut Vec<u8>, body: &[u8], len: u32, is_map: bool) -> bool {
-    let start = out.len();
-    let per = if is_map { 2 } else { 1 };
-    out.push(if is_map { b'{' } else { b'[' });
+fn put_flat_collection(c: &mut Cursor<'_>, body: &[u8], len: u32, is_map: bool) -> bool {
+    let (open, close) = if is_map { (b'{', b'}') } else { (b'[', b']') };
+    if len == 0 {
+        c.ensure(2);
+        c.put(&[open, close]);
+        return true;
+    }
+    let start = c.len();
     let mut rest = body;
-    for i in 0..u64::from(len) * per {
-        let is_key = is_map && i % 2 == 0;
-        if i > 0 {
-            out.push(if is_map && !is_key { b':' } else { b',' });
+    for _ in 0..len {
+        // Each element is written after its separator; the first `,`
+        // becomes the opening bracket below.
+        let mut next = put_flat_elem(c, rest, b',', is_map);
+        if is_map {
+            next = next.and_then(|r| put_flat_elem(c, r, b':', false));
         }
-        let Some(r) = write_flat_elem(out, rest, is_key) else {
-            out.truncate(start);
+        let Some(r) = next else {
+            c.truncate(start);
             return false;
         };
         rest = r;
     }
-    out.push(if is_map { b'}' } else { b']' });
+    c.set(start, open);
+    c.ensure(1);
+    c.byte(close);
     true
 }
 
-/// One scalar, string or blob element at the start of `bytes` (a validated
-/// collection body), as a value or (`is_key`) as a map key; returns the
-/// bytes after it, `None` (having written nothing) for any other element.
-#[inline]
-fn write_flat_elem<'a>(out: &mut Vec<u8>, bytes: &'a [u8], is_key: bool) -> Option<&'a [u8]> {
+/// `sep`, then one scalar, string or blob element at the start of `bytes`
+/// (a validated collection body), as a value or (`is_key`) as a map key;
+/// returns the bytes after it, `None` for any other element (having
+/// written nothing or part of it: the caller truncates). Makes its own room.
+/// Small integers and short clean strings here, in the caller's loop;
+/// the rest in [`put_flat_other`].
+#[inline(always)]
+fn put_flat_elem<'a>(
+    c: &mut Cursor<'_>,
+    bytes: &'a [u8],
+    sep: u8,
+    is_key: bool,
+) -> Option<&'a [u8]> {
     let (&m, rest) = bytes.split_first()?;
-    let be = |n: usize| {
-        let b = rest.get(..n)?;
-        Some((
-            b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-            &rest[n..],
-        ))
+    let small = match m {
+        0x00..=0x7f => Some((u64::from(m), rest)),
+        0xcc => rest.split_first().map(|(&v, r)| (u64::from(v), r)),
+        0xcd => rest
+            .split_first_chunk()
+            .map(|(v, r)| (u64::from(u16::from_be_bytes(*v)), r)),
+        _ => None,
     };
-    let (payload, rest) = match m {
-        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xd3 | 0xca | 0xcb | 0xc0 | 0xc2 | 0xc3 => {
-            let (e, rest) = match m {
-                0x00..=0x7f => (Elem::Int(i64::from(m)), rest),
-                0xe0..=0xff => (Elem::Int(i64::from(m as i8)), rest),
-                0xc0 => (Elem::Nil, rest),
-                0xc2 | 0xc3 => (Elem::Bool(m == 0xc3), rest),
-                0xcc => be(1).map(|(v, r)| (Elem::Int(v as i64), r))?,
-                0xcd => be(2).map(|(v, r)| (Elem::Int(v as i64), r))?,
-                0xce => be(4).map(|(v, r)| (Elem::Int(v as i64), r))?,
-                0xcf => {
-                    be(8).map(|(v, r)| (i64::try_from(v).map_or(Elem::Uint(v), Elem::Int), r))?
-                }
-                0xd0 => be(1).map(|(v, r)| (Elem::Int(i64::from(v as u8 as i8)), r))?,
-                0xd1 => be(2).map(|(v, r)| (Elem::Int(i64::from(v as u16 as i16)), r))?,
-                0xd2 => be(4).map(|(v, r)| (Elem::Int(i64::from(v as u32 as i32)), r))?,
-                0xd3 => be(8).map(|(v, r)| (Elem::Int(v as i64), r))?,
-                0xca => {
-                    be(4).map(|(v, r)| (Elem::Float(f64::from(f32::from_bits(v as u32))), r))?
-                }
-                _ => be(8).map(|(v, r)| (Elem::Float(f64::from_bits(v)), r))?,
-            };
-            // JSON keys are strings: numbers, booleans and nil are quoted.
-            if is_key {
-                out.push(b'"');
-                write_scalar(out, e);
-                out.push(b'"');
-            } else {
-                write_scalar(out, e);
-            }
-            return Some(rest);
+    if let Some((v, rest)) = small {
+        // sep, up to 5 digits, quotes around a key.
+        c.ensure(8);
+        c.byte(sep);
+        if is_key {
+            c.byte(b'"');
+            c.u64(v);
+            c.byte(b'"');
+        } else {
+            c.u64(v);
         }
+        return Some(rest);
+    }
+    if m & 0xe0 == 0xa0 {
+        if let Some((payload, after)) = rest.split_at_checked(usize::from(m & 0x1f)) {
+            if let Some((&STRING, text)) = payload.split_first() {
+                if short_clean(text) == Some(true) {
+                    c.ensure(text.len() + 3);
+                    c.byte(sep);
+                    c.quoted(text);
+                    return Some(after);
+                }
+            }
+        }
+    }
+    put_flat_other(c, m, rest, sep, is_key)
+}
+
+/// [`put_flat_elem`] for elements other than small integers and short
+/// clean strings: `m` is the element's marker, `rest` what follows it.
+fn put_flat_other<'a>(
+    c: &mut Cursor<'_>,
+    m: u8,
+    rest: &'a [u8],
+    sep: u8,
+    is_key: bool,
+) -> Option<&'a [u8]> {
+    let int = |v: i64, rest| Some((Elem::Int(v), rest));
+    let (payload, rest) = match m {
         0xa0..=0xbf => rest.split_at_checked(usize::from(m & 0x1f))?,
         0xd9 | 0xc4 => {
             let (&n, rest) = rest.split_first()?;
             rest.split_at_checked(usize::from(n))?
         }
-        _ => return None,
+        _ => {
+            let (e, rest) = match m {
+                0x00..=0x7f => int(i64::from(m), rest),
+                0xe0..=0xff => int(i64::from(m as i8), rest),
+                0xc0 => Some((Elem::Nil, rest)),
+                0xc2 | 0xc3 => Some((Elem::Bool(m == 0xc3), rest)),
+                0xcc => rest.split_first().and_then(|(&v, r)| int(i64::from(v), r)),
+                0xcd => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from(u16::from_be_bytes(*v)), r)),
+                0xce => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from(u32::from_be_bytes(*v)), r)),
+                0xcf => rest.split_first_chunk().map(|(v, r)| {
+                    let v = u64::from_be_bytes(*v);
+                    (i64::try_from(v).map_or(Elem::Uint(v), Elem::Int), r)
+                }),
+                0xd0 => rest
+                    .split_first()
+                    .and_then(|(&v, r)| int(i64::from(v as i8), r)),
+                0xd1 => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from(i16::from_be_bytes(*v)), r)),
+                0xd2 => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from(i32::from_be_bytes(*v)), r)),
+                0xd3 => rest
+                    .split_first_chunk()
+                    .and_then(|(v, r)| int(i64::from_be_bytes(*v), r)),
+                0xca => rest
+                    .split_first_chunk()
+                    .map(|(v, r)| (Elem::Float(f64::from(f32::from_be_bytes(*v))), r)),
+                0xcb => rest
+                    .split_first_chunk()
+                    .map(|(v, r)| (Elem::Float(f64::from_be_bytes(*v)), r)),
+                _ => None,
+            }?;
+            // JSON keys are strings: numbers, booleans and nil are quoted.
+            c.ensure(SCALAR_MAX + 3);
+            c.byte(sep);
+            if is_key {
+                c.byte(b'"');
+                scalar(c, e);
+                c.byte(b'"');
+            } else {
+                scalar(c, e);
+            }
+            return Some(rest);
+        }
     };
     // A str/bin payload: Aerospike's particle prefix says what it is.
+    c.ensure(3);
+    c.byte(sep);
     match payload.split_first() {
-        None => out.extend_from_slice(b"\"\""),
-        Some((&STRING, text)) => write_str(out, particle::text(text, Utf8::Validated).ok()?),
-        Some((&(BLOB | JAVA_BLOB..=ERLANG_BLOB), bytes)) => write_base64(out, bytes),
+        None => c.put(b"\"\""),
+        Some((&STRING, text)) => put_str(c, particle::text(text, Utf8::Validated).ok()?),
+        Some((&(BLOB | JAVA_BLOB..=ERLANG_BLOB), bytes)) => put_base64(c, bytes),
         Some(_) => return None,
     }
     Some(rest)
 }
 
 /// A list (`[..]`, `len` values) or a map (`{..}`, `len` pairs).
-fn write_collection(
-    out: &mut Vec<u8>,
+fn put_collection(
+    c: &mut Cursor<'_>,
     r: &mut Reader<'_>,
     len: u32,
     is_map: bool,
@@ -536,53 +768,57 @@ fn write_collection(
     bin: &str,
 ) -> Result<(), EncodeError> {
     check_depth(depth, bin)?;
-    out.push(if is_map { b'{' } else { b'[' });
+    c.ensure(1);
+    c.byte(if is_map { b'{' } else { b'[' });
     for i in 0..len {
         if i > 0 {
-            out.push(b',');
+            c.ensure(1);
+            c.byte(b',');
         }
         if is_map {
-            write_key(out, next_elem(r, bin)?, bin)?;
-            out.push(b':');
+            put_key(c, next_elem(r, bin)?, bin)?;
+            c.ensure(1);
+            c.byte(b':');
         }
         let e = next_elem(r, bin)?;
-        write_elem(out, r, e, depth, bin)?;
+        put_elem(c, r, e, depth, bin)?;
     }
-    out.push(if is_map { b'}' } else { b']' });
+    c.ensure(1);
+    c.byte(if is_map { b'}' } else { b']' });
     Ok(())
 }
 
-fn write_elem(
-    out: &mut Vec<u8>,
+fn put_elem(
+    c: &mut Cursor<'_>,
     r: &mut Reader<'_>,
     e: Elem<'_>,
     depth: usize,
     bin: &str,
 ) -> Result<(), EncodeError> {
     match e {
-        Elem::Nil => out.extend_from_slice(b"null"),
-        Elem::Bool(b) => write_bool(out, b),
-        Elem::Int(i) => write_i64(out, i),
-        Elem::Uint(u) => write_u64(out, u),
-        Elem::Float(f) => write_f64(out, f),
-        Elem::Str(s) => write_str(out, s),
-        Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => write_base64(out, bytes),
-        Elem::Geo(g) => write_geo(out, g, bin)?,
-        Elem::List { len, .. } => write_collection(out, r, len, false, depth + 1, bin)?,
-        Elem::Map { len, .. } => write_collection(out, r, len, true, depth + 1, bin)?,
+        Elem::Str(s) => put_str(c, s),
+        Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => put_base64(c, bytes),
+        Elem::Geo(g) => put_geo(c, g, bin)?,
+        Elem::List { len, .. } => put_collection(c, r, len, false, depth + 1, bin)?,
+        Elem::Map { len, .. } => put_collection(c, r, len, true, depth + 1, bin)?,
+        Elem::Nil | Elem::Bool(_) | Elem::Int(_) | Elem::Uint(_) | Elem::Float(_) => {
+            c.ensure(SCALAR_MAX);
+            scalar(c, e);
+        }
     }
     Ok(())
 }
 
 /// A map key as a JSON string (JSON keys are strings only).
-fn write_key(out: &mut Vec<u8>, k: Elem<'_>, bin: &str) -> Result<(), EncodeError> {
+fn put_key(c: &mut Cursor<'_>, k: Elem<'_>, bin: &str) -> Result<(), EncodeError> {
     match k {
-        Elem::Str(s) | Elem::Geo(s) => write_str(out, s),
-        Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => write_base64(out, bytes),
+        Elem::Str(s) | Elem::Geo(s) => put_str(c, s),
+        Elem::Blob { bytes, .. } | Elem::Ext { data: bytes, .. } => put_base64(c, bytes),
         Elem::Int(_) | Elem::Uint(_) | Elem::Float(_) | Elem::Bool(_) | Elem::Nil => {
-            out.push(b'"');
-            write_scalar(out, k);
-            out.push(b'"');
+            c.ensure(SCALAR_MAX + 2);
+            c.byte(b'"');
+            scalar(c, k);
+            c.byte(b'"');
         }
         Elem::List { .. } => {
             return Err(EncodeError::BadMapKey {
@@ -600,31 +836,47 @@ fn write_key(out: &mut Vec<u8>, k: Elem<'_>, bin: &str) -> Result<(), EncodeErro
     Ok(())
 }
 
-/// A scalar element as JSON text (integers, floats, booleans, nil).
-pub(crate) fn write_scalar(out: &mut Vec<u8>, e: Elem<'_>) {
+/// A scalar element as JSON text (integers, floats, booleans, nil): at most
+/// [`SCALAR_MAX`] bytes, the caller made the room.
+#[inline]
+fn scalar(c: &mut Cursor<'_>, e: Elem<'_>) {
     match e {
-        Elem::Int(i) => write_i64(out, i),
-        Elem::Uint(u) => write_u64(out, u),
-        Elem::Float(f) => write_f64(out, f),
-        Elem::Bool(b) => write_bool(out, b),
-        _ => out.extend_from_slice(b"null"),
+        Elem::Int(i) => c.i64(i),
+        Elem::Uint(u) => c.u64(u),
+        Elem::Float(f) => float(c, f),
+        Elem::Bool(b) => boolean(c, b),
+        _ => c.put(b"null"),
     }
 }
 
-fn write_user_key(out: &mut Vec<u8>, k: Option<UserKey<'_>>) {
+/// The user key, or `null` (makes its own room).
+fn put_user_key(c: &mut Cursor<'_>, k: Option<UserKey<'_>>) {
     match k {
-        None => out.extend_from_slice(b"null"),
-        Some(UserKey::Int(i)) => write_i64(out, i),
-        Some(UserKey::Float(f)) => write_f64(out, f),
-        Some(UserKey::Str(s)) => write_str(out, s),
-        Some(UserKey::Blob(b)) => write_base64(out, b),
+        None => {
+            c.ensure(4);
+            c.put(b"null");
+        }
+        Some(UserKey::Int(i)) => {
+            c.ensure(MAX_INT);
+            c.i64(i);
+        }
+        Some(UserKey::Float(f)) => {
+            c.ensure(SCALAR_MAX);
+            float(c, f);
+        }
+        Some(UserKey::Str(s)) => put_str(c, s),
+        Some(UserKey::Blob(b)) => put_base64(c, b),
     }
 }
 
-fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+/// `s` as a JSON string, or `null` (makes its own room).
+fn put_opt_str(c: &mut Cursor<'_>, s: Option<&str>) {
     match s {
-        Some(s) => write_str(out, s),
-        None => out.extend_from_slice(b"null"),
+        Some(s) => put_str(c, s),
+        None => {
+            c.ensure(4);
+            c.put(b"null");
+        }
     }
 }
 
@@ -640,59 +892,84 @@ pub(crate) fn write_json<'a, I>(
 where
     I: Iterator<Item = Bin<'a>>,
 {
-    out.extend_from_slice(match rec.action {
-        Action::Write => b"{\"msg\":\"write\",\"key\":[",
-        Action::Delete { .. } => b"{\"msg\":\"delete\",\"key\":[",
-    });
-    write_str(out, rec.namespace);
-    out.push(b',');
-    write_opt_str(out, rec.set);
-    out.push(b',');
-    write_base64(out, &rec.digest);
-    out.push(b',');
-    write_user_key(out, rec.user_key);
-    out.extend_from_slice(b"],\"gen\":");
-    write_u64(out, u64::from(rec.generation));
+    let c = &mut Cursor::new(out);
+    // The opening 24, the namespace and set when short and clean (18 each),
+    // the digest's base64, 3 commas, and an integer or short clean text key.
+    c.ensure(24 + 2 * 18 + base64_bound(20) + 3 + MAX_INT);
+    match rec.action {
+        Action::Write => c.put(b"{\"msg\":\"write\",\"key\":["),
+        Action::Delete { .. } => c.put(b"{\"msg\":\"delete\",\"key\":["),
+    }
+    let set = rec.set.unwrap_or_default().as_bytes();
+    if short_clean(rec.namespace.as_bytes()) == Some(true)
+        && rec.set.is_some()
+        && short_clean(set) == Some(true)
+    {
+        c.quoted(rec.namespace.as_bytes());
+        c.byte(b',');
+        c.quoted(set);
+    } else {
+        put_str(c, rec.namespace);
+        c.ensure(1);
+        c.byte(b',');
+        put_opt_str(c, rec.set);
+        c.ensure(base64_bound(20) + 2 + MAX_INT);
+    }
+    c.byte(b',');
+    base64(c, &rec.digest);
+    c.byte(b',');
+    match rec.user_key {
+        Some(UserKey::Int(i)) => c.i64(i),
+        Some(UserKey::Str(s)) if short_clean(s.as_bytes()) == Some(true) => c.quoted(s.as_bytes()),
+        k => put_user_key(c, k),
+    }
+    // `],"gen":` 8, `,"lut":` 7, `,"exp":` 7, `,"durable":` 11, three
+    // integers, `false`, and `,"bins":` 9.
+    c.ensure(8 + 7 + 11 + 3 * MAX_INT + 5 + 9);
+    c.put(b"],\"gen\":");
+    c.u64(u64::from(rec.generation));
     match rec.action {
         Action::Delete { durable } => {
-            out.extend_from_slice(b",\"lut\":");
-            write_u64(out, rec.lut.unwrap_or(0));
-            out.extend_from_slice(b",\"durable\":");
-            write_bool(out, durable);
+            c.put(b",\"lut\":");
+            c.u64(rec.lut.unwrap_or(0));
+            c.put(b",\"durable\":");
+            boolean(c, durable);
         }
         Action::Write => {
-            out.extend_from_slice(b",\"exp\":");
-            write_u64(out, rec.expiry(received_ms));
-            out.extend_from_slice(b",\"lut\":");
-            write_u64(out, rec.lut.unwrap_or(0));
-            out.extend_from_slice(b",\"bins\":[");
-            let mut first = true;
+            c.put(b",\"exp\":");
+            c.u64(rec.expiry(received_ms));
+            c.put(b",\"lut\":");
+            c.u64(rec.lut.unwrap_or(0));
+            c.put(b",\"bins\":");
+            let start = c.len();
             for bin in bins {
                 let Some(name) = policy.select(bin.name) else {
                     continue;
                 };
-                if !first {
-                    out.push(b',');
+                // The first bin's `,` becomes the array's `[` below.
+                c.ensure(9 + 18 + TYPE_AND_VALUE_KEY_MAX);
+                c.put(b",{\"name\":");
+                let base = name.base.as_bytes();
+                if name.case == super::Case::Keep && short_clean(base) == Some(true) {
+                    c.quoted(base);
+                } else {
+                    put_name(c, &name);
+                    c.ensure(TYPE_AND_VALUE_KEY_MAX);
                 }
-                first = false;
-                out.extend_from_slice(b"{\"name\":");
-                write_name(out, &name);
-                out.extend_from_slice(type_and_value_key(&bin.value));
-                write_value(out, &bin.value, bin.name)?;
-                match bin.value {
-                    Value::List {
-                        order: ListOrder::Ordered,
-                        ..
-                    } => out.extend_from_slice(b",\"ordered\":true}"),
-                    Value::List { .. } => out.extend_from_slice(b",\"ordered\":false}"),
-                    Value::Map { order, .. } => out.extend_from_slice(map_order_and_end(order)),
-                    _ => out.push(b'}'),
-                }
+                put_type_and_value_key(c, &bin.value);
+                put_bin_value_and_end(c, &bin.value, bin.name)?;
             }
-            out.push(b']');
+            c.ensure(2);
+            if c.len() == start {
+                c.byte(b'[');
+            } else {
+                c.set(start, b'[');
+            }
+            c.byte(b']');
         }
     }
-    out.push(b'}');
+    c.ensure(1);
+    c.byte(b'}');
     Ok(())
 }
 
@@ -708,34 +985,43 @@ pub(crate) fn write_flat<'a, I>(
 where
     I: Iterator<Item = Bin<'a>> + Clone,
 {
-    out.push(b'{');
-    write_str(out, metadata_key);
-    out.extend_from_slice(b":{\"namespace\":");
-    write_str(out, rec.namespace);
-    out.extend_from_slice(b",\"set\":");
-    write_opt_str(out, rec.set);
+    let c = &mut Cursor::new(out);
+    c.ensure(1);
+    c.byte(b'{');
+    put_str(c, metadata_key);
+    c.ensure(15);
+    c.put(b":{\"namespace\":");
+    put_str(c, rec.namespace);
+    c.ensure(7);
+    c.put(b",\"set\":");
+    put_opt_str(c, rec.set);
     if rec.user_key.is_some() {
-        out.extend_from_slice(b",\"userKey\":");
-        write_user_key(out, rec.user_key);
+        c.ensure(11);
+        c.put(b",\"userKey\":");
+        put_user_key(c, rec.user_key);
     }
-    out.extend_from_slice(b",\"digest\":");
-    write_base64(out, &rec.digest);
-    out.extend_from_slice(match rec.action {
-        Action::Write => b",\"msg\":\"write\",\"gen\":",
-        Action::Delete { .. } => b",\"msg\":\"delete\",\"gen\":",
-    });
-    write_u64(out, u64::from(rec.generation));
-    out.extend_from_slice(b",\"lut\":");
-    write_u64(out, rec.lut.unwrap_or(0));
+    c.ensure(10);
+    c.put(b",\"digest\":");
+    put_base64(c, &rec.digest);
+    // The longest metadata tail: `,"msg":"delete","gen":` 22, `,"lut":`
+    // 7, `,"exp":` 7 (or `,"durable":true` 15), `}`, three integers.
+    c.ensure(22 + 7 + 15 + 1 + 3 * MAX_INT);
+    match rec.action {
+        Action::Write => c.put(b",\"msg\":\"write\",\"gen\":"),
+        Action::Delete { .. } => c.put(b",\"msg\":\"delete\",\"gen\":"),
+    }
+    c.u64(u64::from(rec.generation));
+    c.put(b",\"lut\":");
+    c.u64(rec.lut.unwrap_or(0));
     match rec.action {
         Action::Write => {
-            out.extend_from_slice(b",\"exp\":");
-            write_u64(out, rec.expiry(received_ms));
+            c.put(b",\"exp\":");
+            c.u64(rec.expiry(received_ms));
         }
-        Action::Delete { durable: true } => out.extend_from_slice(b",\"durable\":true"),
+        Action::Delete { durable: true } => c.put(b",\"durable\":true"),
         Action::Delete { durable: false } => {}
     }
-    out.push(b'}');
+    c.byte(b'}');
     if rec.action == Action::Write {
         let check_duplicates = policy.changes_names();
         for (i, bin) in bins.clone().enumerate() {
@@ -758,13 +1044,16 @@ where
                     name: name.to_owned_string(),
                 });
             }
-            out.push(b',');
-            write_name(out, &name);
-            out.push(b':');
-            write_value(out, &bin.value, bin.name)?;
+            c.ensure(1);
+            c.byte(b',');
+            put_name(c, &name);
+            c.ensure(1);
+            c.byte(b':');
+            put_value(c, &bin.value, bin.name)?;
         }
     }
-    out.push(b'}');
+    c.ensure(1);
+    c.byte(b'}');
     Ok(())
 }
 
@@ -817,6 +1106,45 @@ mod tests {
         }
         assert_eq!(s(|o| write_str(o, "")), "\"\"");
         assert_eq!(s(|o| write_str(o, "é")), "\"é\"");
+    }
+
+    /// The cursor's string writer against a plain byte-by-byte one, for
+    /// every length up to 300 with an escape (or a multi-byte char) at every
+    /// position, appended to buffers of every fill level of a small
+    /// capacity (so the room is made by growing, too). Debug builds check
+    /// each write against the room made for it.
+    #[test]
+    fn strings_of_every_length_match_a_plain_escaper() {
+        fn plain(out: &mut Vec<u8>, s: &str) {
+            out.push(b'"');
+            for &b in s.as_bytes() {
+                match ESCAPE[usize::from(b)] {
+                    0 => out.push(b),
+                    b'u' => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                    e => out.extend_from_slice(&[b'\\', e]),
+                }
+            }
+            out.push(b'"');
+        }
+        let base: String = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(9);
+        for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}", "é", "\u{7f}"] {
+            for len in 0..300 {
+                for pos in 0..=len {
+                    let mut text = base[..len].to_string();
+                    text.insert_str(pos, special);
+                    let mut want = b"xy".to_vec();
+                    plain(&mut want, &text);
+                    let mut got = Vec::with_capacity(2 + (len + pos) % 40);
+                    got.extend_from_slice(b"xy");
+                    write_str(&mut got, &text);
+                    assert_eq!(got, want, "{special:?} at {pos} of {len}");
+                }
+                // And with no special byte at all.
+                let mut want = Vec::new();
+                plain(&mut want, &base[..len]);
+                assert_eq!(s(|o| write_str(o, &base[..len])).as_bytes(), want);
+            }
+        }
     }
 
     #[test]
@@ -975,13 +1303,18 @@ mod tests {
         let general = |b: &[u8], len: u32, is_map: bool| {
             let mut out = Vec::new();
             let mut r = Reader::validated(b);
-            write_collection(&mut out, &mut r, len, is_map, 1, "x").unwrap();
+            put_collection(&mut Cursor::new(&mut out), &mut r, len, is_map, 1, "x").unwrap();
             out
         };
         let list = body(&scalars);
         let n = scalars.len() as u32;
         let mut out = b"prefix".to_vec();
-        assert!(write_flat_collection(&mut out, &list, n, false));
+        assert!(put_flat_collection(
+            &mut Cursor::new(&mut out),
+            &list,
+            n,
+            false
+        ));
         assert_eq!(out[6..], general(&list, n, false));
         let pairs: Vec<B> = scalars
             .iter()
@@ -990,7 +1323,12 @@ mod tests {
             .collect();
         let map = body(&pairs);
         let mut out = b"prefix".to_vec();
-        assert!(write_flat_collection(&mut out, &map, n, true));
+        assert!(put_flat_collection(
+            &mut Cursor::new(&mut out),
+            &map,
+            n,
+            true
+        ));
         assert_eq!(out[6..], general(&map, n, true));
         assert_eq!(
             String::from_utf8(out[6..14].to_vec()).unwrap(),
@@ -1012,7 +1350,12 @@ mod tests {
         ] {
             let items = [B::Int(1), other];
             let mut out = b"prefix".to_vec();
-            assert!(!write_flat_collection(&mut out, &body(&items), 2, false));
+            assert!(!put_flat_collection(
+                &mut Cursor::new(&mut out),
+                &body(&items),
+                2,
+                false
+            ));
             assert_eq!(out, b"prefix");
         }
     }
@@ -1021,15 +1364,15 @@ mod tests {
     fn geo_is_embedded_without_line_breaks_and_checked() {
         let g = "{\"type\":\"Point\",\r\n \"coordinates\":[1.5, -2]}\n";
         assert_eq!(
-            s(|o| write_geo(o, g, "g").unwrap()),
+            s(|o| put_geo(&mut Cursor::new(o), g, "g").unwrap()),
             "{\"type\":\"Point\", \"coordinates\":[1.5, -2]}"
         );
         let mut out = Vec::new();
-        let err = write_geo(&mut out, "{\"type\":", "g").unwrap_err();
+        let err = put_geo(&mut Cursor::new(&mut out), "{\"type\":", "g").unwrap_err();
         assert!(
             matches!(err, EncodeError::BadGeoJson { ref bin, .. } if bin == "g"),
             "{err}"
         );
-        assert!(write_geo(&mut out, "{} {}", "g").is_err());
+        assert!(put_geo(&mut Cursor::new(&mut out), "{} {}", "g").is_err());
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod avro;
 pub mod bins;
+mod cursor;
 pub mod json;
 pub mod msgpack;
 

@@ -18,7 +18,7 @@ pub const LIST: u8 = 20;
 pub const GEOJSON: u8 = 23;
 
 use crate::error::{Error, ErrorKind};
-use crate::record::{Collection, Geo, Value};
+use crate::record::{Collection, Geo, ListOrder, MapOrder, Value};
 use crate::wire::msgpack::{Elem, Reader, MAX_DEPTH};
 
 /// Decodes and fully validates one bin value of particle type `ptype`;
@@ -166,22 +166,50 @@ pub(crate) fn decode_head(
             _ => return Err(bad_size()),
         },
         HLL => Value::Hll(bytes),
-        LIST => {
-            let (items, order) = collection(bytes, base, |e| match e {
-                Elem::List { len, order } => Some((len, order)),
-                _ => None,
-            })?;
-            Value::List { order, items }
-        }
-        MAP => {
-            let (items, order) = collection(bytes, base, |e| match e {
-                Elem::Map { len, order } => Some((len, order)),
-                _ => None,
-            })?;
-            Value::Map { order, items }
-        }
+        LIST => match plain_collection(bytes, 0x90) {
+            Some(items) => Value::List {
+                order: ListOrder::Unordered,
+                items,
+            },
+            None => {
+                let (items, order) = collection(bytes, base, |e| match e {
+                    Elem::List { len, order } => Some((len, order)),
+                    _ => None,
+                })?;
+                Value::List { order, items }
+            }
+        },
+        MAP => match plain_collection(bytes, 0x80) {
+            Some(items) => Value::Map {
+                order: MapOrder::Unordered,
+                items,
+            },
+            None => {
+                let (items, order) = collection(bytes, base, |e| match e {
+                    Elem::Map { len, order } => Some((len, order)),
+                    _ => None,
+                })?;
+                Value::Map { order, items }
+            }
+        },
         GEOJSON => Value::Geo(geo(bytes, base, utf8)?),
         _ => return Err(Error::at(ErrorKind::UnknownParticle(ptype), base)),
+    })
+}
+
+/// A list (`fix` 0x90) or map (`fix` 0x80) of up to 15 elements whose first
+/// element is not an ext header (so no order flags): the common shape, read
+/// as [`collection`] reads it without the msgpack reader.
+#[inline]
+fn plain_collection(bytes: &[u8], fix: u8) -> Option<Collection<'_>> {
+    let (&m, body) = bytes.split_first()?;
+    if m & 0xf0 != fix || matches!(body.first(), Some(0xd4..=0xd8 | 0xc7..=0xc9)) {
+        return None;
+    }
+    Some(Collection {
+        raw: bytes,
+        body,
+        len: u32::from(m & 0x0f),
     })
 }
 

@@ -1,0 +1,385 @@
+//! The text writers' output cursor: bytes go straight into a `Vec`'s spare
+//! capacity through a raw pointer, and the `Vec`'s length is set once, when
+//! the cursor is dropped. This module holds the encoders' only unchecked
+//! writes.
+//!
+//! Why: through `Vec::extend_from_slice` every piece of output (a quote, a
+//! comma, a 2-byte integer) loads and stores the length, checks the
+//! capacity and calls `memcpy`, and the json writer makes one such write per
+//! quote, comma, key and value. Here the position stays in a register within
+//! a writer, short text is copied as two overlapping fixed-size words, and
+//! integers are written in place (perf/RESULTS.md, round 4, has the counts).
+//!
+//! The contract: [`Cursor::ensure`]`(n)` makes room for `n` bytes (a real
+//! check: the `Vec` grows when short). The writes that follow, up to the
+//! next `ensure`, add up to at most `n` bytes; each writer computes `n` from
+//! lengths it holds (text of `n` bytes escapes to at most `6n + 2`, an
+//! integer takes at most 20). Debug builds check every write against the
+//! room the last `ensure` promised, so the tests and fuzz runs built with
+//! debug assertions (`cargo fuzz run -a`) catch a wrong bound as a panic,
+//! not as memory corruption.
+#![allow(unsafe_code)]
+
+use std::ptr;
+
+/// Two ASCII digits for each of 0..100.
+static PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Most digits a `u64` has; also the longest `i64` with its sign.
+pub(crate) const MAX_INT: usize = 20;
+
+/// Writes into the spare capacity of `out`; see the module doc.
+pub(crate) struct Cursor<'v> {
+    out: &'v mut Vec<u8>,
+    /// `out`'s buffer.
+    base: *mut u8,
+    /// Where the next byte goes: `base + written`.
+    pos: *mut u8,
+    /// `base + out.capacity()`.
+    end: *mut u8,
+    /// The end of the room the last `ensure` promised.
+    #[cfg(debug_assertions)]
+    limit: usize,
+}
+
+impl<'v> Cursor<'v> {
+    /// A cursor appending to `out`.
+    pub fn new(out: &'v mut Vec<u8>) -> Self {
+        let mut c = Cursor {
+            base: out.as_mut_ptr(),
+            pos: out.as_mut_ptr(),
+            end: out.as_mut_ptr(),
+            out,
+            #[cfg(debug_assertions)]
+            limit: 0,
+        };
+        c.reload();
+        c
+    }
+
+    /// Takes `base`, `pos` and `end` from `out` again (after it changed).
+    fn reload(&mut self) {
+        let (len, cap) = (self.out.len(), self.out.capacity());
+        self.base = self.out.as_mut_ptr();
+        // SAFETY: `len <= cap`, so both stay inside (or one past the end
+        // of) the buffer `base` points to.
+        unsafe {
+            self.pos = self.base.add(len);
+            self.end = self.base.add(cap);
+        }
+        #[cfg(debug_assertions)]
+        {
+            self.limit = len;
+        }
+    }
+
+    /// Bytes written into `out` so far (its length once the cursor is dropped).
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.pos as usize - self.base as usize
+    }
+
+    /// Makes room for at least `n` more bytes; the writes up to the next
+    /// `ensure` must add up to at most `n`.
+    #[inline(always)]
+    pub fn ensure(&mut self, n: usize) {
+        if self.end as usize - (self.pos as usize) < n {
+            self.grow(n);
+        }
+        #[cfg(debug_assertions)]
+        {
+            self.limit = self.len() + n;
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, n: usize) {
+        self.sync();
+        self.out.reserve(n);
+        self.reload();
+    }
+
+    /// Sets `out`'s length to what was written.
+    fn sync(&mut self) {
+        let len = self.len();
+        // SAFETY: `len <= capacity` (every write stayed within the room an
+        // `ensure` made), and every byte below `pos` was written.
+        unsafe { self.out.set_len(len) }
+    }
+
+    /// Goes back to `len` bytes written (`len` no more than written so far).
+    pub fn truncate(&mut self, len: usize) {
+        if len <= self.len() {
+            // SAFETY: `base + len` is at or below `pos`, inside the buffer.
+            self.pos = unsafe { self.base.add(len) };
+        }
+    }
+
+    /// Debug builds: panics unless `n` more bytes fit the room promised.
+    #[inline(always)]
+    fn check(&self, n: usize) {
+        #[cfg(debug_assertions)]
+        assert!(
+            self.len() + n <= self.limit,
+            "cursor: a write of {n} bytes at {} past the room ensured (up to {})",
+            self.len(),
+            self.limit
+        );
+        let _ = n;
+    }
+
+    /// Appends one byte.
+    #[inline(always)]
+    pub fn byte(&mut self, b: u8) {
+        self.check(1);
+        // SAFETY: the room `ensure` made holds it (the module's contract).
+        unsafe {
+            self.pos.write(b);
+            self.pos = self.pos.add(1);
+        }
+    }
+
+    /// Appends `N` bytes known at compile time (stores of fixed size).
+    #[inline(always)]
+    pub fn put<const N: usize>(&mut self, s: &[u8; N]) {
+        self.check(N);
+        // SAFETY: the room `ensure` made holds them; `s` is not in `out`
+        // (the cursor borrows `out` mutably).
+        unsafe {
+            ptr::copy_nonoverlapping(s.as_ptr(), self.pos, N);
+            self.pos = self.pos.add(N);
+        }
+    }
+
+    /// Appends `s`: up to 32 bytes as two overlapping fixed-size copies,
+    /// longer through `memcpy`.
+    #[inline(always)]
+    pub fn slice(&mut self, s: &[u8]) {
+        let n = s.len();
+        self.check(n);
+        if n > 32 {
+            // SAFETY: as in `put`.
+            unsafe { ptr::copy_nonoverlapping(s.as_ptr(), self.pos, n) };
+        } else {
+            self.short(s);
+        }
+        // SAFETY: the room `ensure` made holds the `n` bytes just written.
+        self.pos = unsafe { self.pos.add(n) };
+    }
+
+    /// Appends `s` between double quotes (`s.len() + 2` bytes).
+    #[inline(always)]
+    pub fn quoted(&mut self, s: &[u8]) {
+        self.byte(b'"');
+        self.slice(s);
+        self.byte(b'"');
+    }
+
+    /// Replaces the byte written at `at` (a separator put before the first
+    /// element of a collection becomes its opening bracket).
+    pub fn set(&mut self, at: usize, b: u8) {
+        if at < self.len() {
+            // SAFETY: `base + at` is below `pos`: a byte already written.
+            unsafe { self.base.add(at).write(b) }
+        }
+    }
+
+    /// `s` (at most 32 bytes) at `pos`, without moving `pos`: the first and
+    /// the last word of the size class overlap, so every byte is written.
+    #[inline(always)]
+    fn short(&mut self, s: &[u8]) {
+        let n = s.len();
+        let p = self.pos;
+        // SAFETY (all four arms): the room `ensure` made holds `n` bytes at
+        // `p`; each store covers `[p, p + n)` only: the first word at `p`,
+        // the last ending at `p + n`.
+        unsafe {
+            if let (Some(a), Some(b)) = (s.first_chunk::<16>(), s.last_chunk::<16>()) {
+                p.cast::<[u8; 16]>().write_unaligned(*a);
+                p.add(n - 16).cast::<[u8; 16]>().write_unaligned(*b);
+            } else if let (Some(a), Some(b)) = (s.first_chunk::<8>(), s.last_chunk::<8>()) {
+                p.cast::<[u8; 8]>().write_unaligned(*a);
+                p.add(n - 8).cast::<[u8; 8]>().write_unaligned(*b);
+            } else if let (Some(a), Some(b)) = (s.first_chunk::<4>(), s.last_chunk::<4>()) {
+                p.cast::<[u8; 4]>().write_unaligned(*a);
+                p.add(n - 4).cast::<[u8; 4]>().write_unaligned(*b);
+            } else if let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) {
+                p.write(a);
+                p.add(n / 2).write(b);
+                p.add(n - 1).write(c);
+            }
+        }
+    }
+
+    /// Appends `v` in decimal (at most [`MAX_INT`] bytes). Below 10,000
+    /// (counts, small keys, list items) without counting the digits first.
+    #[inline(always)]
+    pub fn u64(&mut self, v: u64) {
+        let pair = |r: u64| {
+            let r = r as usize * 2;
+            [PAIRS[r], PAIRS[r + 1]]
+        };
+        if v < 10 {
+            self.byte(b'0' + v as u8);
+        } else if v < 100 {
+            self.put(&pair(v));
+        } else if v < 1000 {
+            let [a, b] = pair(v % 100);
+            self.put(&[b'0' + (v / 100) as u8, a, b]);
+        } else if v < 10_000 {
+            let ([a, b], [d, e]) = (pair(v / 100), pair(v % 100));
+            self.put(&[a, b, d, e]);
+        } else {
+            self.long_u64(v);
+        }
+    }
+
+    /// Exactly 4 digits of `v` (below 10,000), zero-padded.
+    #[inline(always)]
+    fn four(&mut self, v: u32) {
+        let (a, b) = ((v / 100) as usize * 2, (v % 100) as usize * 2);
+        self.put(&[PAIRS[a], PAIRS[a + 1], PAIRS[b], PAIRS[b + 1]]);
+    }
+
+    /// [`Cursor::u64`] from 10,000 up: the leading 1 to 4 digits, then
+    /// groups of 4, the low 8 digits split off with one 64-bit division and
+    /// the rest done in 32 bits.
+    #[inline(never)]
+    fn long_u64(&mut self, v: u64) {
+        if v < 100_000_000 {
+            let v = v as u32;
+            self.u64(u64::from(v / 10_000));
+            self.four(v % 10_000);
+            return;
+        }
+        let (hi, lo) = if v < 10_000_000_000_000_000 {
+            let hi = v / 100_000_000;
+            if hi < 10_000 {
+                self.u64(hi);
+            } else {
+                let hi = hi as u32;
+                self.u64(u64::from(hi / 10_000));
+                self.four(hi % 10_000);
+            }
+            (None, (v % 100_000_000) as u32)
+        } else {
+            // 17 to 20 digits: at most 1844, then 16 more.
+            let rest = v % 10_000_000_000_000_000;
+            self.u64(v / 10_000_000_000_000_000);
+            (
+                Some((rest / 100_000_000) as u32),
+                (rest % 100_000_000) as u32,
+            )
+        };
+        if let Some(hi) = hi {
+            self.four(hi / 10_000);
+            self.four(hi % 10_000);
+        }
+        self.four(lo / 10_000);
+        self.four(lo % 10_000);
+    }
+
+    /// Appends `v` in decimal (at most [`MAX_INT`] bytes).
+    #[inline]
+    pub fn i64(&mut self, v: i64) {
+        if v < 0 {
+            self.byte(b'-');
+        }
+        self.u64(v.unsigned_abs());
+    }
+}
+
+impl Drop for Cursor<'_> {
+    fn drop(&mut self) {
+        self.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_of_every_short_length_land_whole() {
+        let src: Vec<u8> = (0..100u8).collect();
+        for n in 0..=100 {
+            let mut out = b"ab".to_vec();
+            {
+                let mut c = Cursor::new(&mut out);
+                c.ensure(n + 1);
+                c.slice(&src[..n]);
+                c.byte(b'!');
+            }
+            assert_eq!(out.len(), n + 3);
+            assert_eq!(&out[..2], b"ab");
+            assert_eq!(&out[2..n + 2], &src[..n]);
+            assert_eq!(out[n + 2], b'!');
+        }
+    }
+
+    #[test]
+    fn integers_match_display() {
+        let mut values: Vec<i64> = vec![0, 1, 9, 10, 99, 100, 101, i64::MIN, i64::MAX, -1, -10];
+        for p in 0..19 {
+            let t = 10i64.pow(p);
+            values.extend([t - 1, t, t + 1, -t, 1 - t, 7 * t]);
+        }
+        for v in values {
+            let mut out = Vec::new();
+            {
+                let mut c = Cursor::new(&mut out);
+                c.ensure(MAX_INT);
+                c.i64(v);
+            }
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+        for v in [u64::MAX, u64::MAX - 1, 1 << 63, 10_000_000_000_000_000_000] {
+            let mut out = Vec::new();
+            {
+                let mut c = Cursor::new(&mut out);
+                c.ensure(MAX_INT);
+                c.u64(v);
+            }
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+    }
+
+    #[test]
+    fn grows_and_keeps_what_was_written() {
+        let mut out = Vec::new();
+        {
+            let mut c = Cursor::new(&mut out);
+            for i in 0..1000u64 {
+                c.ensure(MAX_INT + 1);
+                c.u64(i);
+                c.byte(b',');
+            }
+            let at = c.len();
+            c.ensure(3);
+            c.put(b"xyz");
+            c.truncate(at);
+        }
+        let want: String = (0..1000).map(|i| format!("{i},")).collect();
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "past the room ensured")]
+    fn a_write_past_the_room_panics_in_debug_builds() {
+        let mut out = Vec::with_capacity(64);
+        let mut c = Cursor::new(&mut out);
+        c.ensure(2);
+        c.put(b"abc");
+    }
+}
