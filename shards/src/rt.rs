@@ -116,8 +116,8 @@ struct Gathered<T> {
     parts: Vec<Part>,
     /// Bytes at the front of `parts[0]` already written.
     sent: usize,
-    /// Bytes in `parts`, written ones included.
-    len: usize,
+    /// Bytes in `parts` not written yet.
+    pending: usize,
     /// A turn's writer is queued.
     queued: bool,
     /// The turn's writer could not write everything: the next flush must.
@@ -211,7 +211,7 @@ impl<T> TurnBuffered<T> {
                 buf: Vec::with_capacity(cap),
                 parts: Vec::new(),
                 sent: 0,
-                len: 0,
+                pending: 0,
                 queued: false,
                 behind: false,
             })),
@@ -230,7 +230,7 @@ impl<T> TurnBuffered<T> {
     /// Bytes waiting to be written.
     pub fn buffered(&self) -> usize {
         let io = self.io.borrow();
-        io.len - io.sent
+        io.pending
     }
 }
 
@@ -242,11 +242,11 @@ impl<T> Gathered<T> {
             Some(Part::Copied(r)) if r.end == from => r.end = self.buf.len(),
             _ => self.parts.push(Part::Copied(from..self.buf.len())),
         }
-        self.len += data.len();
+        self.pending += data.len();
     }
 
     fn share(&mut self, body: bytes::Bytes) {
-        self.len += body.len();
+        self.pending += body.len();
         self.parts.push(Part::Shared(body));
     }
 
@@ -271,7 +271,7 @@ impl<T> Gathered<T> {
         }
         self.parts.drain(..done);
         self.sent = left;
-        self.len -= n;
+        self.pending -= n;
         if self.parts.is_empty() {
             self.clear();
         }
@@ -281,7 +281,7 @@ impl<T> Gathered<T> {
         self.buf.clear();
         self.parts.clear();
         self.sent = 0;
-        self.len = 0;
+        self.pending = 0;
         self.behind = false;
     }
 }
@@ -352,7 +352,7 @@ impl<T: AsyncWrite + SendVectored + Unpin + 'static> AsyncWrite for TurnBuffered
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut io = self.io.borrow_mut();
-        if io.len - io.sent + data.len() > self.cap {
+        if io.pending + data.len() > self.cap {
             ready!(io.poll_write_buffered(cx))?;
         }
         if data.len() >= self.cap {
@@ -812,6 +812,45 @@ mod tests {
         let got = server.join().unwrap();
         assert_eq!(got.len(), sent);
         assert!(got == expected, "the bytes arrive whole and in order");
+    }
+
+    /// Partial writes: what is left, and where the next write starts.
+    #[test]
+    fn gathered_pieces_advance_across_partial_writes() {
+        let mut g = Gathered {
+            inner: (),
+            buf: Vec::new(),
+            parts: Vec::new(),
+            sent: 0,
+            pending: 0,
+            queued: false,
+            behind: false,
+        };
+        let body = bytes::Bytes::from_static(b"0123456789");
+        g.copy(b"abcde");
+        g.copy(b"fghij");
+        g.share(body.clone());
+        g.copy(b"vwxyz");
+        assert_eq!(g.parts.len(), 3, "adjacent copies are one piece");
+        let rest = |g: &Gathered<()>| {
+            let mut v = Vec::new();
+            for (i, p) in g.parts.iter().enumerate() {
+                let s = g.piece(p);
+                v.extend_from_slice(if i == 0 { &s[g.sent..] } else { s });
+            }
+            v
+        };
+        g.advance(3);
+        assert_eq!((g.pending, g.sent), (22, 3));
+        assert_eq!(rest(&g), b"defghij0123456789vwxyz");
+        g.advance(12);
+        assert_eq!((g.pending, g.sent, g.parts.len()), (10, 5, 2));
+        assert_eq!(rest(&g), b"56789vwxyz");
+        g.advance(5);
+        assert_eq!((g.pending, g.sent, g.parts.len()), (5, 0, 1));
+        g.advance(5);
+        assert_eq!((g.pending, g.sent), (0, 0));
+        assert!(g.parts.is_empty() && g.buf.is_empty());
     }
 
     #[test]
