@@ -45,9 +45,13 @@ pub struct Batcher {
     format: FormatId,
     limits: BatchPlan,
     open: RefCell<Option<Open>>,
-    /// Counts batches opened, so that an interval timer flushes only the
-    /// batch it was started for.
-    opened: Cell<u64>,
+    /// When the open batch must leave (`interval` after it opened); None
+    /// while no batch is open.
+    due: Cell<Option<Instant>>,
+    /// The interval timer's task is alive. One task per batcher watches
+    /// `due` (sleeping again while batches keep opening) instead of a task
+    /// and a timer per batch.
+    timing: Cell<bool>,
     /// Capacity for the next body: a little over the last body's length.
     body_hint: Cell<usize>,
 }
@@ -62,7 +66,8 @@ impl Batcher {
             format,
             limits,
             open: RefCell::new(None),
-            opened: Cell::new(0),
+            due: Cell::new(None),
+            timing: Cell::new(false),
             body_hint: Cell::new(FIRST_BODY),
         }
     }
@@ -84,7 +89,7 @@ impl Batcher {
             let mut slot = self.open.borrow_mut();
             let open = match slot.as_mut() {
                 Some(open) => open,
-                None => slot.insert(self.open_batch(plan, ctx, encoder)),
+                None => slot.insert(self.open_batch(encoder)),
             };
             let mark = open.body.len();
             if !open.members.is_empty() {
@@ -101,19 +106,19 @@ impl Batcher {
         if full {
             self.flush(plan, ctx);
         }
+        // Started outside the borrow of the open batch: glommio polls a
+        // spawned task at once, and a batch already due is flushed then.
+        if !self.timing.get() && self.due.get().is_some() {
+            self.start_timer(plan, ctx);
+        }
         Ok(())
     }
 
-    fn open_batch(
-        self: &Rc<Self>,
-        plan: &Rc<ShardPlan>,
-        ctx: &Rc<ShardCtx>,
-        encoder: &Encoder,
-    ) -> Open {
+    /// A new batch, due `interval` from now.
+    fn open_batch(&self, encoder: &Encoder) -> Open {
         let mut body = Vec::with_capacity(self.body_hint.get());
         let start = encoder.batch_begin(&mut body);
-        self.opened.set(self.opened.get() + 1);
-        self.arm_timer(plan, ctx, self.opened.get());
+        self.due.set(Some(Instant::now() + self.limits.interval));
         Open {
             body,
             start,
@@ -121,14 +126,24 @@ impl Batcher {
         }
     }
 
-    fn arm_timer(self: &Rc<Self>, plan: &Rc<ShardPlan>, ctx: &Rc<ShardCtx>, batch: u64) {
+    /// The interval timer: sleeps until the open batch is due and flushes
+    /// it. When batches fill up before their interval it wakes about once
+    /// per interval, not once per batch. It ends when it finds no batch
+    /// open, so an idle route holds no task, and lets go of `plan` (held
+    /// so that a plan reloaded away still sends its last batch).
+    fn start_timer(self: &Rc<Self>, plan: &Rc<ShardPlan>, ctx: &Rc<ShardCtx>) {
+        self.timing.set(true);
         let (me, plan, ctx) = (self.clone(), plan.clone(), ctx.clone());
-        let interval = self.limits.interval;
         glommio::spawn_local(async move {
-            glommio::timer::sleep(interval).await;
-            if me.opened.get() == batch {
-                me.flush(&plan, &ctx);
+            while let Some(due) = me.due.get() {
+                let now = Instant::now();
+                if now >= due {
+                    me.flush(&plan, &ctx);
+                } else {
+                    glommio::timer::sleep(due - now).await;
+                }
             }
+            me.timing.set(false);
         })
         .detach();
     }
@@ -139,17 +154,13 @@ impl Batcher {
         let Some(mut open) = self.open.borrow_mut().take() else {
             return;
         };
-        // A new batch must not be flushed by this batch's timer.
-        self.opened.set(self.opened.get() + 1);
+        self.due.set(None);
         if open.members.is_empty() {
             // Opened for a record that could not be encoded: nothing to send.
             return;
         }
         let Some(fmt) = plan.plan.formats.get(self.format) else {
-            for m in open.members {
-                m.acks.borrow_mut().decide(m.seq, ack::UNAVAILABLE);
-                ctx.record_done(m.received);
-            }
+            settle_members(ctx, open.members, ack::UNAVAILABLE, Instant::now());
             return;
         };
         let n = open.members.len() as u32;
@@ -184,12 +195,29 @@ impl Batcher {
             };
             let result = dlq::settle(&ctx, &plan.plan, verdict, &dead).await;
             // One clock read for the whole batch.
-            let now = Instant::now();
-            for m in members {
-                m.acks.borrow_mut().decide(m.seq, result);
-                ctx.record_done_at(m.received, now);
-            }
+            settle_members(&ctx, members, result, Instant::now());
         })
         .detach();
+    }
+}
+
+/// Decides every member's ack with `result` at `now`. Records cut from one
+/// read of a session share their arrival and sit side by side in a batch:
+/// each run of equal arrivals is counted and timed once (same histogram).
+fn settle_members(ctx: &ShardCtx, members: Vec<Member>, result: u8, now: Instant) {
+    let mut run: Option<(Instant, u64)> = None;
+    for m in members {
+        m.acks.borrow_mut().decide(m.seq, result);
+        match &mut run {
+            Some((at, n)) if *at == m.received => *n += 1,
+            _ => {
+                if let Some((at, n)) = run.replace((m.received, 1)) {
+                    ctx.records_done_at(at, now, n);
+                }
+            }
+        }
+    }
+    if let Some((at, n)) = run {
+        ctx.records_done_at(at, now, n);
     }
 }

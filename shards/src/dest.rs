@@ -189,6 +189,9 @@ struct H2Conn {
     send: h2::client::SendRequest<Bytes>,
     born: Instant,
     broken: Rc<Cell<bool>>,
+    /// The bodies this connection is sending, so that its writes reference
+    /// them instead of copying (plain TCP only).
+    bodies: Option<rt::Bodies>,
 }
 
 struct H1Conn {
@@ -695,6 +698,8 @@ impl Pool {
             conn.broken.set(true);
             fail(e)
         })?;
+        // Registered until this request ends, however it ends.
+        let _sending = conn.bodies.as_ref().map(|b| Sending::new(b, &body));
         if !empty {
             stream.send_data(body, true).map_err(fail)?;
         }
@@ -762,11 +767,18 @@ impl Pool {
             .max_concurrent_reset_streams(8 * H2_STREAMS_PER_CONNECTION)
             .max_local_error_reset_streams(None);
         let url = ep.plan.url.clone();
-        let send = match self.connect_stream(i).await? {
-            Stream::Plain(tcp) => h2_handshake(&builder, tcp, broken.clone(), url).await,
-            Stream::Tls(tls) => h2_handshake(&builder, tls, broken.clone(), url).await,
-        }
-        .map_err(|e| {
+        let bodies = rt::Bodies::default();
+        let (send, bodies) = match self.connect_stream(i).await? {
+            Stream::Plain(tcp) => (
+                h2_handshake(&builder, tcp, Some(bodies.clone()), broken.clone(), url).await,
+                Some(bodies),
+            ),
+            Stream::Tls(tls) => (
+                h2_handshake(&builder, tls, None, broken.clone(), url).await,
+                None,
+            ),
+        };
+        let send = send.map_err(|e| {
             self.mark_down(i);
             connect_err(ep, e)
         })?;
@@ -774,6 +786,7 @@ impl Pool {
             send,
             born: Instant::now(),
             broken,
+            bodies,
         })
     }
 
@@ -910,6 +923,29 @@ impl Pool {
     }
 }
 
+/// A request body registered with its connection's [`rt::Bodies`] while the
+/// request lasts.
+struct Sending<'a> {
+    bodies: &'a rt::Bodies,
+    body: Bytes,
+}
+
+impl<'a> Sending<'a> {
+    fn new(bodies: &'a rt::Bodies, body: &Bytes) -> Self {
+        bodies.add(body);
+        Sending {
+            bodies,
+            body: body.clone(),
+        }
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.bodies.remove(&self.body);
+    }
+}
+
 /// Takes a request off its endpoint's queue count when its wait ends
 /// (slot taken, timed out or cancelled).
 struct Unqueue<'a>(&'a Cell<usize>);
@@ -937,14 +973,18 @@ fn connect_err(ep: &Endpoint, e: impl std::fmt::Display) -> AttemptError {
 async fn h2_handshake<T>(
     builder: &h2::client::Builder,
     io: T,
+    bodies: Option<rt::Bodies>,
     broken: Rc<Cell<bool>>,
     url: String,
 ) -> Result<h2::client::SendRequest<Bytes>, h2::Error>
 where
-    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + rt::SendVectored + Unpin + 'static,
 {
     // Unbuffered, one batch body cost a dozen `send`s (see TurnBuffered).
-    let io = rt::TurnBuffered::new(io, H2_WRITE_BUFFER);
+    let mut io = rt::TurnBuffered::new(io, H2_WRITE_BUFFER);
+    if let Some(bodies) = bodies {
+        io = io.with_bodies(bodies);
+    }
     let (send, conn) = builder.handshake(io.compat()).await?;
     glommio::spawn_local(async move {
         if let Err(e) = conn.await {

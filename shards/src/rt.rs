@@ -92,22 +92,115 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for HyperIo<T> {
 /// it has room); a flush with nothing gathered goes straight through. Writes larger
 /// than the buffer go straight through, after what is buffered; close
 /// flushes. Must run on a glommio executor (it spawns the turn's writer).
+///
+/// Without copying bodies: over a plain TCP socket ([`SendVectored`]), a
+/// write whose bytes lie inside a body registered in [`Bodies`] (a request
+/// body h2 is sending) is gathered as a reference to that body, and the
+/// turn leaves in one `sendmsg` of every gathered piece. Only h2's frame
+/// heads (and the first KiB of each DATA frame, which h2 copies next to its
+/// head) are copied. Copying each 16 KiB frame cost about 620 instructions
+/// per batched json record, 5 % of the shard's.
 #[derive(Debug)]
 pub struct TurnBuffered<T> {
     io: Rc<RefCell<Gathered<T>>>,
     cap: usize,
+    bodies: Option<Bodies>,
 }
 
 #[derive(Debug)]
 struct Gathered<T> {
     inner: T,
+    /// Copied bytes; `parts` says where they go among the referenced ones.
     buf: Vec<u8>,
-    /// Bytes at the front of `buf` already written.
+    /// What to write, in order.
+    parts: Vec<Part>,
+    /// Bytes at the front of `parts[0]` already written.
     sent: usize,
+    /// Bytes in `parts` not written yet.
+    pending: usize,
     /// A turn's writer is queued.
     queued: bool,
     /// The turn's writer could not write everything: the next flush must.
     behind: bool,
+}
+
+#[derive(Debug)]
+enum Part {
+    /// `buf[range]`.
+    Copied(std::ops::Range<usize>),
+    /// Bytes of a registered body.
+    Shared(bytes::Bytes),
+}
+
+/// The most pieces one `sendmsg` carries (a 64 KiB turn is about a dozen).
+const MAX_PIECES: usize = 64;
+
+/// A stream that can send several buffers at once without waiting:
+/// `Some(result)` of one non-blocking `sendmsg`, or `None` when it cannot
+/// (TLS: its records are built and copied anyway).
+pub trait SendVectored {
+    fn send_vectored_now(&self, _bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        None
+    }
+}
+
+impl SendVectored for glommio::net::TcpStream {
+    fn send_vectored_now(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        // Like glommio's own first try at a send: straight to the socket,
+        // never waiting; would-block falls back to glommio's poll_write,
+        // which waits for room.
+        Some(
+            socket2::SockRef::from(self)
+                .send_vectored_with_flags(bufs, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL),
+        )
+    }
+}
+
+impl<T> SendVectored for Box<futures_rustls::client::TlsStream<T>> {}
+
+/// The request bodies an HTTP/2 connection is sending, shared by the
+/// requests (which add and remove theirs) and the connection's
+/// [`TurnBuffered`] (which recognises writes from them).
+#[derive(Debug, Clone, Default)]
+pub struct Bodies(Rc<RefCell<Vec<bytes::Bytes>>>);
+
+impl Bodies {
+    pub fn add(&self, body: &bytes::Bytes) {
+        if !body.is_empty() {
+            self.0.borrow_mut().push(body.clone());
+        }
+    }
+
+    /// Forgets `body` (the same allocation and range as one added).
+    pub fn remove(&self, body: &bytes::Bytes) {
+        let mut list = self.0.borrow_mut();
+        if let Some(i) = list
+            .iter()
+            .position(|b| b.as_ptr() == body.as_ptr() && b.len() == body.len())
+        {
+            list.swap_remove(i);
+        }
+    }
+
+    /// The registered bytes `data` is, as a counted reference to its body.
+    fn find(&self, data: &[u8]) -> Option<bytes::Bytes> {
+        let start = data.as_ptr() as usize;
+        let end = start + data.len();
+        self.0.borrow().iter().find_map(|b| {
+            let b_start = b.as_ptr() as usize;
+            (start >= b_start && end <= b_start + b.len())
+                .then(|| b.slice(start - b_start..end - b_start))
+        })
+    }
+
+    /// Bodies registered now.
+    pub fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.borrow().is_empty()
+    }
 }
 
 impl<T> TurnBuffered<T> {
@@ -116,40 +209,130 @@ impl<T> TurnBuffered<T> {
             io: Rc::new(RefCell::new(Gathered {
                 inner,
                 buf: Vec::with_capacity(cap),
+                parts: Vec::new(),
                 sent: 0,
+                pending: 0,
                 queued: false,
                 behind: false,
             })),
             cap: cap.max(1),
+            bodies: None,
         }
+    }
+
+    /// Writes from these bodies are referenced, not copied (`inner` must
+    /// send vectored: [`SendVectored`] gives `Some`).
+    pub fn with_bodies(mut self, bodies: Bodies) -> Self {
+        self.bodies = Some(bodies);
+        self
     }
 
     /// Bytes waiting to be written.
     pub fn buffered(&self) -> usize {
         let io = self.io.borrow();
-        io.buf.len() - io.sent
+        io.pending
     }
 }
 
-impl<T: AsyncWrite + Unpin> Gathered<T> {
-    fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.buf.len() {
-            match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..])) {
-                Ok(0) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "connection accepts no more bytes",
-                    )))
-                }
-                Ok(n) => self.sent += n,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+impl<T> Gathered<T> {
+    fn copy(&mut self, data: &[u8]) {
+        let from = self.buf.len();
+        self.buf.extend_from_slice(data);
+        match self.parts.last_mut() {
+            Some(Part::Copied(r)) if r.end == from => r.end = self.buf.len(),
+            _ => self.parts.push(Part::Copied(from..self.buf.len())),
         }
+        self.pending += data.len();
+    }
+
+    fn share(&mut self, body: bytes::Bytes) {
+        self.pending += body.len();
+        self.parts.push(Part::Shared(body));
+    }
+
+    fn piece<'a>(&'a self, part: &'a Part) -> &'a [u8] {
+        match part {
+            Part::Copied(r) => &self.buf[r.clone()],
+            Part::Shared(b) => b,
+        }
+    }
+
+    /// Marks `n` more bytes written.
+    fn advance(&mut self, n: usize) {
+        let mut left = self.sent + n;
+        let mut done = 0;
+        for part in &self.parts {
+            let len = self.piece(part).len();
+            if left < len {
+                break;
+            }
+            left -= len;
+            done += 1;
+        }
+        self.parts.drain(..done);
+        self.sent = left;
+        self.pending -= n;
+        if self.parts.is_empty() {
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
         self.buf.clear();
+        self.parts.clear();
         self.sent = 0;
+        self.pending = 0;
         self.behind = false;
+    }
+}
+
+impl<T: AsyncWrite + SendVectored + Unpin> Gathered<T> {
+    fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(first) = self.parts.first() {
+            // Every piece at once while the socket takes them.
+            if self.parts.len() > 1 {
+                let mut slices = Vec::with_capacity(self.parts.len().min(MAX_PIECES));
+                slices.push(io::IoSlice::new(&self.piece(first)[self.sent..]));
+                for part in self.parts.iter().skip(1).take(MAX_PIECES - 1) {
+                    slices.push(io::IoSlice::new(self.piece(part)));
+                }
+                match self.inner.send_vectored_now(&slices) {
+                    Some(Ok(0)) => return Poll::Ready(Err(write_zero())),
+                    Some(Ok(n)) => {
+                        self.advance(n);
+                        continue;
+                    }
+                    Some(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => {
+                        return Poll::Ready(Err(e))
+                    }
+                    // Would block: glommio's write waits for room.
+                    _ => {}
+                }
+            }
+            let first_len = self.piece(first).len() - self.sent;
+            let n = match self.parts.first() {
+                Some(Part::Copied(r)) => {
+                    let r = r.start + self.sent..r.end;
+                    ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[r]))?
+                }
+                Some(Part::Shared(b)) => {
+                    let b = b.slice(self.sent..);
+                    ready!(Pin::new(&mut self.inner).poll_write(cx, &b))?
+                }
+                None => 0,
+            };
+            if n == 0 && first_len > 0 {
+                return Poll::Ready(Err(write_zero()));
+            }
+            self.advance(n);
+        }
+        self.clear();
         Poll::Ready(Ok(()))
     }
+}
+
+fn write_zero() -> io::Error {
+    io::Error::new(io::ErrorKind::WriteZero, "connection accepts no more bytes")
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TurnBuffered<T> {
@@ -162,20 +345,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for TurnBuffered<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin + 'static> AsyncWrite for TurnBuffered<T> {
+impl<T: AsyncWrite + SendVectored + Unpin + 'static> AsyncWrite for TurnBuffered<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut io = self.io.borrow_mut();
-        if io.buf.len() + data.len() > self.cap {
+        if io.pending + data.len() > self.cap {
             ready!(io.poll_write_buffered(cx))?;
         }
         if data.len() >= self.cap {
             return Pin::new(&mut io.inner).poll_write(cx, data);
         }
-        io.buf.extend_from_slice(data);
+        match self.bodies.as_ref().and_then(|b| b.find(data)) {
+            Some(shared) => io.share(shared),
+            None => io.copy(data),
+        }
         Poll::Ready(Ok(data.len()))
     }
 
@@ -184,7 +370,7 @@ impl<T: AsyncWrite + Unpin + 'static> AsyncWrite for TurnBuffered<T> {
         // Nothing gathered (or the turn's writer fell behind): flush through,
         // so that a layer below (TLS keeps records it could not write yet)
         // is flushed whenever h2 asks.
-        if io.behind || io.buf.len() == io.sent {
+        if io.behind || io.parts.is_empty() {
             ready!(io.poll_write_buffered(cx))?;
             return Pin::new(&mut io.inner).poll_flush(cx);
         }
@@ -538,6 +724,151 @@ mod tests {
             let _ = io.read_to_end(&mut rest).await;
         });
         assert_eq!(server.join().unwrap(), expected);
+    }
+
+    /// Writes from a registered body are referenced, not copied, and leave
+    /// with the copied ones in their order, whole even when the socket
+    /// takes only part of a turn at a time.
+    #[test]
+    fn turn_buffered_references_registered_bodies() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Small buffers on both sides: the socket takes a turn in parts.
+        socket2::SockRef::from(&l)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::Read;
+            let (s, _) = l.accept().unwrap();
+            // Let the client fill the buffers first.
+            std::thread::sleep(Duration::from_millis(200));
+            // Bounded: a writer that repeats itself must fail the test, not
+            // fill the memory.
+            let mut got = Vec::new();
+            s.take(1 << 20).read_to_end(&mut got).unwrap();
+            got
+        });
+        let body = bytes::Bytes::from(
+            (0..200_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        let other = bytes::Bytes::from(vec![9u8; 1000]);
+        let mut expected = Vec::new();
+        let ex = executor_builder(None, "rt-bodies").make().unwrap();
+        let sent = ex.run({
+            let body = body.clone();
+            let expected = &mut expected;
+            async move {
+                let stream = connect(addr, Duration::from_secs(2)).await.unwrap();
+                socket2::SockRef::from(&stream)
+                    .set_send_buffer_size(4096)
+                    .unwrap();
+                let bodies = Bodies::default();
+                bodies.add(&body);
+                let mut io = TurnBuffered::new(stream, 64 * 1024).with_bodies(bodies.clone());
+                // One turn: a head (copied), part of the body (referenced),
+                // bytes of an unregistered buffer (copied), more body.
+                io.write_all(b"head").await.unwrap();
+                io.write_all(&body[..10_000]).await.unwrap();
+                io.write_all(&other).await.unwrap();
+                io.write_all(&body[10_000..30_000]).await.unwrap();
+                io.flush().await.unwrap();
+                assert_eq!(io.buffered(), 4 + 10_000 + 1000 + 20_000);
+                assert_eq!(
+                    io.io.borrow().buf.len(),
+                    4 + 1000,
+                    "only unregistered bytes copied"
+                );
+                expected.extend_from_slice(b"head");
+                expected.extend_from_slice(&body[..10_000]);
+                expected.extend_from_slice(&other);
+                expected.extend_from_slice(&body[10_000..30_000]);
+                // Then turns of frame-sized pieces, each behind a head, more
+                // than the socket takes before the peer reads.
+                for (i, piece) in body[30_000..].chunks(16_384).enumerate() {
+                    io.write_all(&[i as u8; 9]).await.unwrap();
+                    io.write_all(piece).await.unwrap();
+                    io.flush().await.unwrap();
+                    expected.extend_from_slice(&[i as u8; 9]);
+                    expected.extend_from_slice(piece);
+                    futures_lite::future::yield_now().await;
+                }
+                let until = Instant::now() + Duration::from_secs(10);
+                while io.buffered() > 0 {
+                    assert!(Instant::now() < until, "{} bytes never left", io.buffered());
+                    io.flush().await.unwrap();
+                    futures_lite::future::yield_now().await;
+                }
+                bodies.remove(&body);
+                assert!(bodies.is_empty());
+                io.close().await.unwrap();
+                let mut rest = Vec::new();
+                let _ = io.read_to_end(&mut rest).await;
+                expected.len()
+            }
+        });
+        let got = server.join().unwrap();
+        assert_eq!(got.len(), sent);
+        assert!(got == expected, "the bytes arrive whole and in order");
+    }
+
+    /// Partial writes: what is left, and where the next write starts.
+    #[test]
+    fn gathered_pieces_advance_across_partial_writes() {
+        let mut g = Gathered {
+            inner: (),
+            buf: Vec::new(),
+            parts: Vec::new(),
+            sent: 0,
+            pending: 0,
+            queued: false,
+            behind: false,
+        };
+        let body = bytes::Bytes::from_static(b"0123456789");
+        g.copy(b"abcde");
+        g.copy(b"fghij");
+        g.share(body.clone());
+        g.copy(b"vwxyz");
+        assert_eq!(g.parts.len(), 3, "adjacent copies are one piece");
+        let rest = |g: &Gathered<()>| {
+            let mut v = Vec::new();
+            for (i, p) in g.parts.iter().enumerate() {
+                let s = g.piece(p);
+                v.extend_from_slice(if i == 0 { &s[g.sent..] } else { s });
+            }
+            v
+        };
+        g.advance(3);
+        assert_eq!((g.pending, g.sent), (22, 3));
+        assert_eq!(rest(&g), b"defghij0123456789vwxyz");
+        g.advance(12);
+        assert_eq!((g.pending, g.sent, g.parts.len()), (10, 5, 2));
+        assert_eq!(rest(&g), b"56789vwxyz");
+        g.advance(5);
+        assert_eq!((g.pending, g.sent, g.parts.len()), (5, 0, 1));
+        g.advance(5);
+        assert_eq!((g.pending, g.sent), (0, 0));
+        assert!(g.parts.is_empty() && g.buf.is_empty());
+    }
+
+    #[test]
+    fn bodies_find_only_bytes_inside_a_registered_body() {
+        let bodies = Bodies::default();
+        let a = bytes::Bytes::from(vec![1u8; 100]);
+        let b = bytes::Bytes::from(vec![2u8; 100]);
+        bodies.add(&a);
+        let inside = bodies.find(&a[10..20]).unwrap();
+        assert_eq!(inside.as_ptr(), a[10..].as_ptr());
+        assert_eq!(inside.len(), 10);
+        assert!(bodies.find(&a[..]).is_some());
+        assert!(bodies.find(&b[10..20]).is_none(), "not registered");
+        bodies.add(&b);
+        assert_eq!(bodies.len(), 2);
+        bodies.remove(&a);
+        assert!(bodies.find(&a[10..20]).is_none());
+        assert!(bodies.find(&b[..1]).is_some());
     }
 
     #[test]

@@ -175,14 +175,15 @@ pub struct ShardCtx {
 impl ShardCtx {
     /// Counts one decided record: in flight no more, its latency recorded.
     pub fn record_done(&self, received: Instant) {
-        self.record_done_at(received, Instant::now());
+        self.records_done_at(received, Instant::now(), 1);
     }
 
-    /// [`ShardCtx::record_done`] decided at `now` (a batch reads the clock
-    /// once for all its records).
-    pub fn record_done_at(&self, received: Instant, now: Instant) {
-        self.stats.in_flight.local_sub(1);
-        crate::stats::record_between(&mut self.ack_latency.borrow_mut(), received, now);
+    /// [`ShardCtx::record_done`] for `n` records received at `received` and
+    /// decided at `now` (a batch reads the clock once for all its records):
+    /// one counter update and one histogram entry of count `n`.
+    pub fn records_done_at(&self, received: Instant, now: Instant, n: u64) {
+        self.stats.in_flight.local_sub(n);
+        crate::stats::record_between(&mut self.ack_latency.borrow_mut(), received, now, n);
     }
 
     fn histograms(&self) -> ShardHistograms {

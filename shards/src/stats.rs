@@ -121,14 +121,45 @@ impl ShardStats {
         }
     }
 
-    /// Counts one ack by result code.
+    /// Counts one ack by result code (a writer of many uses [`AckCounts`]).
     pub fn count_ack(&self, result: u8) {
+        let mut one = AckCounts::default();
+        one.add(result);
+        one.flush(self);
+    }
+}
+
+/// Acks counted by result code while a batch of them is written, then
+/// added to the shard's counters at once.
+#[derive(Debug, Default)]
+pub struct AckCounts {
+    ok: u64,
+    parameter: u64,
+    retry: u64,
+}
+
+impl AckCounts {
+    /// Counts one ack by result code: 0, 4, or any other (a retry code).
+    pub fn add(&mut self, result: u8) {
         match result {
-            0 => &self.acked_ok,
-            4 => &self.acked_parameter,
-            _ => &self.acked_retry,
+            0 => self.ok += 1,
+            4 => self.parameter += 1,
+            _ => self.retry += 1,
         }
-        .local_add(1);
+    }
+
+    /// Adds the counts to `stats` and starts again from zero.
+    pub fn flush(&mut self, stats: &ShardStats) {
+        for (n, counter) in [
+            (self.ok, &stats.acked_ok),
+            (self.parameter, &stats.acked_parameter),
+            (self.retry, &stats.acked_retry),
+        ] {
+            if n > 0 {
+                counter.local_add(n);
+            }
+        }
+        *self = AckCounts::default();
     }
 }
 
@@ -195,18 +226,19 @@ pub fn micros_histogram() -> hdrhistogram::Histogram<u64> {
 
 /// Records the time since `since` in microseconds (clamped to the bounds).
 pub fn record_since(h: &mut hdrhistogram::Histogram<u64>, since: std::time::Instant) {
-    record_between(h, since, std::time::Instant::now());
+    record_between(h, since, std::time::Instant::now(), 1);
 }
 
-/// Records the time from `since` to `now` in microseconds (clamped to the
-/// bounds).
+/// Records `n` events that each took from `since` to `now`, in
+/// microseconds (clamped to the bounds).
 pub fn record_between(
     h: &mut hdrhistogram::Histogram<u64>,
     since: std::time::Instant,
     now: std::time::Instant,
+    n: u64,
 ) {
     let us = (now.saturating_duration_since(since).as_micros() as u64).clamp(1, 60_000_000);
-    h.saturating_record(us);
+    h.saturating_record_n(us, n);
 }
 
 #[cfg(test)]
@@ -223,6 +255,33 @@ mod tests {
         assert_eq!(s.shard, 3);
         assert_eq!(s.acked_ok.load(Relaxed), 2);
         assert_eq!(s.acked_retry.load(Relaxed), 1);
+        assert_eq!(s.acked_parameter.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn records_of_one_duration_are_counted_together() {
+        let mut h = micros_histogram();
+        let t = std::time::Instant::now();
+        record_between(&mut h, t, t + std::time::Duration::from_millis(5), 3);
+        record_between(&mut h, t, t, 1);
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.count_at(5_000), 3);
+        assert_eq!(h.count_at(1), 1, "zero is clamped to 1 µs");
+    }
+
+    #[test]
+    fn ack_counts_are_added_at_once() {
+        let s = ShardStats::new(0);
+        let mut c = AckCounts::default();
+        for r in [0, 0, 0, 11, 4, 18] {
+            c.add(r);
+        }
+        c.flush(&s);
+        c.add(0);
+        c.flush(&s);
+        c.flush(&s);
+        assert_eq!(s.acked_ok.load(Relaxed), 4);
+        assert_eq!(s.acked_retry.load(Relaxed), 2);
         assert_eq!(s.acked_parameter.load(Relaxed), 1);
     }
 
