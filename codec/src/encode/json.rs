@@ -944,10 +944,36 @@ fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
             c.put(b",\"type\":\"bool\",\"value\":");
             boolean(c, b != 0);
         }
-        (STRING, _) if short_clean(value) == Some(true) => {
+        (STRING, _) if short_clean(value).unwrap_or_else(|| is_clean(value)) => {
             c.put(b",\"type\":\"str\",\"value\":");
             c.ensure(value.len() + 3);
             c.quoted(value);
+        }
+        (particle::LIST | particle::MAP, _) => {
+            // Only a fix-size header with no ext element after it: no
+            // order flags (unordered, as `particle::decode_head` reads it).
+            let is_map = ptype == particle::MAP;
+            let Some(items) = particle::plain_collection(value, if is_map { 0x80 } else { 0x90 })
+            else {
+                return false;
+            };
+            let start = c.len();
+            if is_map {
+                c.put(b",\"type\":\"map\",\"value\":");
+            } else {
+                c.put(b",\"type\":\"list\",\"value\":");
+            }
+            if !put_flat_collection(c, items.body, items.len, is_map) {
+                c.truncate(start);
+                return false;
+            }
+            c.ensure(BIN_END_MAX);
+            if is_map {
+                c.put(b",\"order\":\"unordered\"}");
+            } else {
+                c.put(b",\"ordered\":false}");
+            }
+            return true;
         }
         (BLOB | JAVA_BLOB..=ERLANG_BLOB, _) => {
             c.put(b",\"type\":\"blob\",\"value\":");

@@ -1144,6 +1144,54 @@ fn json_from_the_ops_matches_json_from_decoded_bins() {
             persist_index: false,
             items: vec![E::Int(1), E::Str("x".into())],
         },
+        V::List {
+            order: ListOrder::Unordered,
+            persist_index: false,
+            items: vec![E::Int(1000), E::Str("x\ty".into()), E::Float(0.5)],
+        },
+        V::List {
+            order: ListOrder::Unordered,
+            persist_index: false,
+            items: vec![],
+        },
+        V::List {
+            order: ListOrder::Unordered,
+            persist_index: false,
+            items: vec![
+                E::Int(1),
+                E::List {
+                    order: ListOrder::Unordered,
+                    items: vec![E::Nil],
+                },
+            ],
+        },
+        V::Map {
+            order: MapOrder::Unordered,
+            persist_index: false,
+            entries: vec![(E::Str("a".into()), E::Int(1)), (E::Int(2), E::Bool(true))],
+        },
+        V::Map {
+            order: MapOrder::Unordered,
+            persist_index: false,
+            entries: vec![(
+                E::Str("m".into()),
+                E::Map {
+                    order: MapOrder::Unordered,
+                    entries: vec![],
+                },
+            )],
+        },
+        V::Map {
+            order: MapOrder::Unordered,
+            persist_index: false,
+            entries: vec![(
+                E::List {
+                    order: ListOrder::Unordered,
+                    items: vec![],
+                },
+                E::Nil,
+            )],
+        },
         V::Map {
             order: MapOrder::KeyValue,
             persist_index: true,
