@@ -1050,8 +1050,14 @@ where
             let start = c.len();
             match bins {
                 JsonBins::Wire(mut ops) => {
+                    // The common policy decided once, not per bin.
+                    let as_named = policy.is_identity();
                     while let Some(op) = ops.next_span() {
-                        let Some(name) = policy.select(op.name) else {
+                        let name = if as_named {
+                            OutName::plain(op.name)
+                        } else if let Some(name) = policy.select(op.name) {
+                            name
+                        } else {
                             continue;
                         };
                         put_bin_name(c, &name);
