@@ -202,18 +202,22 @@ impl BinPolicy {
         self
     }
 
-    /// True when every bin goes out under its own name.
+    /// True when every bin goes out under its own name. Field by field
+    /// rather than `== Self::default()`: json asks once per record.
+    #[inline]
     pub fn is_identity(&self) -> bool {
-        *self == Self::default()
+        self.keeps_every_bin() && !self.changes_names()
     }
 
     /// True when output names can differ from wire names (so two bins could
     /// end up with the same output name).
+    #[inline]
     pub fn changes_names(&self) -> bool {
         !self.rename.is_empty() || self.trim || self.case != Case::Keep
     }
 
     /// True when no bin is left out (names may still change).
+    #[inline]
     pub fn keeps_every_bin(&self) -> bool {
         matches!(self.include, Include::All) && self.exclude.is_empty()
     }
@@ -292,6 +296,18 @@ mod tests {
         assert!(!BinPolicy::none().keeps_every_bin());
         assert!(!BinPolicy::all().exclude(["b"]).keeps_every_bin());
         assert!(BinPolicy::all().keeps_every_bin());
+        assert!(BinPolicy::all().is_identity());
+        for changed in [
+            BinPolicy::none(),
+            BinPolicy::include(["a"]),
+            BinPolicy::all().exclude(["a"]),
+            BinPolicy::all().rename("a", "b"),
+            BinPolicy::all().transform(NameTransform::Trim),
+            BinPolicy::all().transform(NameTransform::Lowercase),
+        ] {
+            assert!(!changed.is_identity(), "{changed:?}");
+            assert_ne!(changed, BinPolicy::default());
+        }
         assert!(BinPolicy::all()
             .rename("a", "b")
             .transform(NameTransform::Uppercase)

@@ -18,6 +18,7 @@ use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, OutName};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
 use crate::wire::msgpack::{Elem, Reader};
+use crate::wire::op::BinIter;
 use crate::wire::particle::{self, Utf8, BLOB, ERLANG_BLOB, JAVA_BLOB, STRING};
 
 /// For each byte: 0 when it goes out as is, else the letter after `\`
@@ -202,6 +203,18 @@ fn b64(n: u32, shift: u32) -> u8 {
     BASE64[((n >> shift) & 63) as usize]
 }
 
+/// The two base64 letters of every 12-bit value (8 KiB): a group of three
+/// bytes takes two lookups rather than four.
+static BASE64_PAIRS: [[u8; 2]; 4096] = {
+    let mut t = [[0u8; 2]; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        t[i] = [BASE64[i >> 6], BASE64[i & 63]];
+        i += 1;
+    }
+    t
+};
+
 /// Appends `bytes` in standard padded base64, quotes included.
 pub fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     put_base64(&mut Cursor::new(out), bytes);
@@ -229,8 +242,10 @@ fn base64(c: &mut Cursor<'_>, bytes: &[u8]) {
     let mut chunks = bytes.chunks_exact(3);
     for t in &mut chunks {
         if let [a, b, d] = *t {
-            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(d);
-            c.put(&[b64(n, 18), b64(n, 12), b64(n, 6), b64(n, 0)]);
+            let n = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(d);
+            let [w, x] = BASE64_PAIRS[n >> 12];
+            let [y, z] = BASE64_PAIRS[n & 0xfff];
+            c.put(&[w, x, y, z]);
         }
     }
     match *chunks.remainder() {
@@ -880,11 +895,102 @@ fn put_opt_str(c: &mut Cursor<'_>, s: Option<&str>) {
     }
 }
 
+/// The bins [`write_json`] walks: a record's own ops (production), whose
+/// common particle types are written straight from their bytes without
+/// building a [`Value`], or any bins (unit tests).
+pub(crate) enum JsonBins<'a, I> {
+    Wire(BinIter<'a>),
+    Given(I),
+}
+
+/// Room [`put_bin_name`] leaves after the name: the `type` and `value`
+/// keys, a scalar and the bin's closing brace.
+const AFTER_NAME: usize = TYPE_AND_VALUE_KEY_MAX + SCALAR_MAX + 1;
+
+/// A bin's opening and `name` member in `json` (makes its own room, and
+/// [`AFTER_NAME`] bytes more).
+#[inline(always)]
+fn put_bin_name(c: &mut Cursor<'_>, name: &OutName<'_>) {
+    // The first bin's `,` becomes the array's `[` (see `write_json`).
+    c.ensure(9 + 18 + AFTER_NAME);
+    c.put(b",{\"name\":");
+    let base = name.base.as_bytes();
+    if name.case == super::Case::Keep && short_clean(base) == Some(true) {
+        c.quoted(base);
+    } else {
+        put_name(c, name);
+        c.ensure(AFTER_NAME);
+    }
+}
+
+/// The `type`, `value` and closing brace of a bin whose value is one of the
+/// common shapes (an 8-byte integer, a float, a boolean, short clean text,
+/// a blob), written from the op's value bytes (which the parser validated);
+/// `false`, having written nothing, for any other value. The text is what
+/// [`put_type_and_value_key`] and [`put_bin_value_and_end`] write for the
+/// decoded value. [`put_bin_name`] left the room for a scalar.
+#[inline(always)]
+fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
+    match (ptype, value) {
+        (particle::INTEGER, &[a, b, d, e, f, g, h, i]) => {
+            c.put(b",\"type\":\"int\",\"value\":");
+            c.i64(i64::from_be_bytes([a, b, d, e, f, g, h, i]));
+        }
+        (particle::FLOAT, &[a, b, d, e, f, g, h, i]) => {
+            c.put(b",\"type\":\"float\",\"value\":");
+            float(c, f64::from_be_bytes([a, b, d, e, f, g, h, i]));
+        }
+        (particle::BOOL, &[b]) => {
+            c.put(b",\"type\":\"bool\",\"value\":");
+            boolean(c, b != 0);
+        }
+        (STRING, _) if short_clean(value).unwrap_or_else(|| is_clean(value)) => {
+            c.put(b",\"type\":\"str\",\"value\":");
+            c.ensure(value.len() + 3);
+            c.quoted(value);
+        }
+        (particle::LIST | particle::MAP, _) => {
+            // Only a fix-size header with no ext element after it: no
+            // order flags (unordered, as `particle::decode_head` reads it).
+            let is_map = ptype == particle::MAP;
+            let Some(items) = particle::plain_collection(value, if is_map { 0x80 } else { 0x90 })
+            else {
+                return false;
+            };
+            let start = c.len();
+            if is_map {
+                c.put(b",\"type\":\"map\",\"value\":");
+            } else {
+                c.put(b",\"type\":\"list\",\"value\":");
+            }
+            if !put_flat_collection(c, items.body, items.len, is_map) {
+                c.truncate(start);
+                return false;
+            }
+            c.ensure(BIN_END_MAX);
+            if is_map {
+                c.put(b",\"order\":\"unordered\"}");
+            } else {
+                c.put(b",\"ordered\":false}");
+            }
+            return true;
+        }
+        (BLOB | JAVA_BLOB..=ERLANG_BLOB, _) => {
+            c.put(b",\"type\":\"blob\",\"value\":");
+            put_base64(c, value);
+            c.ensure(1);
+        }
+        _ => return false,
+    }
+    c.byte(b'}');
+    true
+}
+
 /// `json`: `{"msg", "key", "gen", "exp", "lut", "bins"}` for writes,
 /// `{"msg", "key", "gen", "lut", "durable"}` for deletes (FORMATS.md).
 pub(crate) fn write_json<'a, I>(
     rec: &Record<'a>,
-    bins: I,
+    bins: JsonBins<'a, I>,
     policy: &BinPolicy,
     received_ms: u64,
     out: &mut Vec<u8>,
@@ -942,22 +1048,38 @@ where
             c.u64(rec.lut.unwrap_or(0));
             c.put(b",\"bins\":");
             let start = c.len();
-            for bin in bins {
-                let Some(name) = policy.select(bin.name) else {
-                    continue;
-                };
-                // The first bin's `,` becomes the array's `[` below.
-                c.ensure(9 + 18 + TYPE_AND_VALUE_KEY_MAX);
-                c.put(b",{\"name\":");
-                let base = name.base.as_bytes();
-                if name.case == super::Case::Keep && short_clean(base) == Some(true) {
-                    c.quoted(base);
-                } else {
-                    put_name(c, &name);
-                    c.ensure(TYPE_AND_VALUE_KEY_MAX);
+            match bins {
+                JsonBins::Wire(mut ops) => {
+                    // The common policy decided once, not per bin.
+                    let as_named = policy.is_identity();
+                    while let Some(op) = ops.next_span() {
+                        let name = if as_named {
+                            OutName::plain(op.name)
+                        } else if let Some(name) = policy.select(op.name) {
+                            name
+                        } else {
+                            continue;
+                        };
+                        put_bin_name(c, &name);
+                        if !put_common_bin(c, op.ptype, op.value) {
+                            let Some(value) = op.value() else {
+                                break;
+                            };
+                            put_type_and_value_key(c, &value);
+                            put_bin_value_and_end(c, &value, op.name)?;
+                        }
+                    }
                 }
-                put_type_and_value_key(c, &bin.value);
-                put_bin_value_and_end(c, &bin.value, bin.name)?;
+                JsonBins::Given(bins) => {
+                    for bin in bins {
+                        let Some(name) = policy.select(bin.name) else {
+                            continue;
+                        };
+                        put_bin_name(c, &name);
+                        put_type_and_value_key(c, &bin.value);
+                        put_bin_value_and_end(c, &bin.value, bin.name)?;
+                    }
+                }
             }
             c.ensure(2);
             if c.len() == start {

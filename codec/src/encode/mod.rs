@@ -188,6 +188,13 @@ impl Encoder {
         received_ms: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
+        if let Kind::Json = self.kind {
+            // `json` reads the common particle types straight from the ops.
+            let start = out.len();
+            let ops = json::JsonBins::<std::iter::Empty<Bin<'_>>>::Wire(rec.bins.iter());
+            let result = json::write_json(rec, ops, bins, received_ms, out);
+            return whole(out, start, result);
+        }
         self.encode_bins(rec, rec.bins.iter(), bins, received_ms, out)
     }
 
@@ -206,7 +213,9 @@ impl Encoder {
     {
         let start = out.len();
         let result = match &self.kind {
-            Kind::Json => json::write_json(rec, bins, policy, received_ms, out),
+            Kind::Json => {
+                json::write_json(rec, json::JsonBins::Given(bins), policy, received_ms, out)
+            }
             Kind::FlatJson { metadata_key } => {
                 json::write_flat(rec, bins, policy, received_ms, metadata_key, out)
             }
@@ -217,11 +226,7 @@ impl Encoder {
                 Ok(())
             }
         };
-        if result.is_err() {
-            // Never leave half a record in a body that holds other records.
-            out.truncate(start);
-        }
-        result
+        whole(out, start, result)
     }
 
     /// Content type of a body holding a batch of records.
@@ -274,3 +279,16 @@ impl Encoder {
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+
+/// `result`, with `out` cut back to `start` on an error: never half a
+/// record in a body that holds other records.
+fn whole(
+    out: &mut Vec<u8>,
+    start: usize,
+    result: Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}

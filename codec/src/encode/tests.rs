@@ -1095,3 +1095,151 @@ mod props {
         }
     }
 }
+
+/// `json` reads the common particle types of a parsed record straight from
+/// its ops; that text (and any error) is exactly what the decoded bins give.
+#[test]
+fn json_from_the_ops_matches_json_from_decoded_bins() {
+    use crate::build::{BinSpec, Elem as E, Message, ValueSpec as V};
+    let raw = |ptype, bytes: &[u8]| V::Raw {
+        ptype,
+        bytes: bytes.to_vec(),
+    };
+    let values = vec![
+        V::Null,
+        V::Int(0),
+        V::Int(-17),
+        V::Int(i64::MIN),
+        V::Int(i64::MAX),
+        raw(1, &[0xff, 0xfe, 0xfd, 0xfc]),
+        raw(1, &[0xff, 0xfe]),
+        raw(1, &[0xff]),
+        V::Float(3.25),
+        V::Float(f64::NAN),
+        V::Float(-0.0),
+        V::Bool(true),
+        V::Bool(false),
+        raw(17, &[7]),
+        V::Str(String::new()),
+        V::Str("sixteen-bytes-xx".into()),
+        V::Str("seventeen-bytes-x".into()),
+        V::Str("quote\"d".into()),
+        V::Str("é".into()),
+        V::Str("d".repeat(64)),
+        V::Blob {
+            ptype: 4,
+            bytes: vec![],
+        },
+        V::Blob {
+            ptype: 4,
+            bytes: vec![0xff, 0, 1, 2, 3],
+        },
+        V::Blob {
+            ptype: 9,
+            bytes: (0..=255).collect(),
+        },
+        V::Hll(vec![1, 2, 3]),
+        V::List {
+            order: ListOrder::Ordered,
+            persist_index: false,
+            items: vec![E::Int(1), E::Str("x".into())],
+        },
+        V::List {
+            order: ListOrder::Unordered,
+            persist_index: false,
+            items: vec![E::Int(1000), E::Str("x\ty".into()), E::Float(0.5)],
+        },
+        V::List {
+            order: ListOrder::Unordered,
+            persist_index: false,
+            items: vec![],
+        },
+        V::List {
+            order: ListOrder::Unordered,
+            persist_index: false,
+            items: vec![
+                E::Int(1),
+                E::List {
+                    order: ListOrder::Unordered,
+                    items: vec![E::Nil],
+                },
+            ],
+        },
+        V::Map {
+            order: MapOrder::Unordered,
+            persist_index: false,
+            entries: vec![(E::Str("a".into()), E::Int(1)), (E::Int(2), E::Bool(true))],
+        },
+        V::Map {
+            order: MapOrder::Unordered,
+            persist_index: false,
+            entries: vec![(
+                E::Str("m".into()),
+                E::Map {
+                    order: MapOrder::Unordered,
+                    entries: vec![],
+                },
+            )],
+        },
+        V::Map {
+            order: MapOrder::Unordered,
+            persist_index: false,
+            entries: vec![(
+                E::List {
+                    order: ListOrder::Unordered,
+                    items: vec![],
+                },
+                E::Nil,
+            )],
+        },
+        V::Map {
+            order: MapOrder::KeyValue,
+            persist_index: true,
+            entries: vec![(E::Str("a".into()), E::Float(0.5))],
+        },
+        V::Geo {
+            flags: 0,
+            cells: vec![1],
+            json: "{\"type\":\"Point\",\"coordinates\":[1,2]}".into(),
+        },
+        V::Geo {
+            flags: 0,
+            cells: vec![],
+            json: "{\"type\":".into(),
+        },
+    ];
+    let policies = [
+        BinPolicy::all(),
+        BinPolicy::all().transform(NameTransform::Uppercase),
+        BinPolicy::include(["b1", "b3"]),
+    ];
+    let mut compared = 0;
+    for (i, v) in values.iter().enumerate() {
+        // Each value alone, and after the ones before it (a long record).
+        let alone = vec![BinSpec::new("b1", v.clone())];
+        let all: Vec<_> = values[..=i]
+            .iter()
+            .enumerate()
+            .map(|(j, v)| BinSpec::new(&format!("b{j}"), v.clone()))
+            .collect();
+        for bins in [alone, all] {
+            let mut m = Message::write_record("test", Some("s"), None, bins);
+            m.digest = Some([3; 20]);
+            let frame = m.to_vec().unwrap();
+            let rec = crate::wire::parse_message(&frame).unwrap();
+            for p in &policies {
+                let (mut wire, mut given) = (b"pfx".to_vec(), b"pfx".to_vec());
+                let a = Encoder::json().encode(&rec, p, 5, &mut wire);
+                let b = Encoder::json().encode_bins(&rec, rec.bins.iter(), p, 5, &mut given);
+                assert_eq!(a, b, "{v:?}");
+                assert_eq!(
+                    String::from_utf8_lossy(&wire),
+                    String::from_utf8_lossy(&given),
+                    "{v:?}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, values.len() * 2 * policies.len());
+}

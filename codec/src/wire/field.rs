@@ -44,6 +44,7 @@ pub fn digest(set: Option<&str>, key: &UserKey<'_>) -> [u8; 20] {
 
 /// Decodes a user key field's payload (particle type byte, then the value);
 /// `base` is where it starts in the frame.
+#[inline]
 pub fn user_key(data: &[u8], base: usize) -> Result<UserKey<'_>, Error> {
     let Some((&ptype, v)) = data.split_first() else {
         return Err(Error::at(

@@ -2,7 +2,7 @@
 //! flags, name, an optional bin LUT, then the value.
 
 use crate::error::{Error, ErrorKind};
-use crate::record::Bin;
+use crate::record::{Bin, Value};
 use crate::wire::field::lut_to_unix_ms;
 use crate::wire::particle::{self, Utf8};
 
@@ -146,10 +146,26 @@ impl<'a> BinIter<'a> {
         }
     }
 
-    /// The bin at `pos`, cut without the parser's checks and error
-    /// reports (it made them already: `None` only if a `Bins` was somehow
-    /// built over other bytes).
-    fn bin(&mut self) -> Option<Bin<'a>> {
+    /// The next op, cut without the parser's checks and error reports (it
+    /// made them already) and without decoding its value: encoders that
+    /// write common particle types straight from the bytes walk these
+    /// rather than [`Bin`]s. `None` at the end, or if a `Bins` was somehow
+    /// built over other bytes (then the walk stops).
+    #[inline]
+    pub(crate) fn next_span(&mut self) -> Option<OpSpan<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let span = self.span();
+        if span.is_none() {
+            self.left = 0;
+        }
+        span
+    }
+
+    #[inline]
+    fn span(&mut self) -> Option<OpSpan<'a>> {
         let pos = self.pos;
         let (h, after) = self.ops.get(pos..)?.split_first_chunk::<OP_HEADER>()?;
         let size = usize::try_from(u32::from_be_bytes([h[0], h[1], h[2], h[3]])).ok()?;
@@ -158,16 +174,51 @@ impl<'a> BinIter<'a> {
         let (name, after) = body.split_at_checked(name_len)?;
         let (lut, value, lut_len) = if flags & FLAG_HAS_LUT != 0 {
             let (l, v) = after.split_first_chunk::<8>()?;
-            (Some(lut_to_unix_ms(u64::from_be_bytes(*l))), v, 8)
+            (Some(u64::from_be_bytes(*l)), v, 8)
         } else {
             (None, after, 0)
         };
-        // The parser checked every name and value of these ops.
+        // The parser checked every name of these ops.
         let name = particle::text(name, Utf8::Validated).ok()?;
-        let value_at = pos + OP_HEADER + name_len + lut_len;
-        let value = particle::decode_head(ptype, value, value_at, Utf8::Validated).ok()?;
         self.pos = pos + 4 + size;
-        Some(Bin { name, lut, value })
+        Some(OpSpan {
+            ptype,
+            name,
+            wire_lut: lut,
+            value,
+            value_at: pos + OP_HEADER + name_len + lut_len,
+        })
+    }
+}
+
+/// One op of a validated ops region: its name and value bytes, not decoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpSpan<'a> {
+    pub ptype: u8,
+    pub name: &'a str,
+    /// The bin LUT as on the wire (either epoch), when the op carried one.
+    pub wire_lut: Option<u64>,
+    pub value: &'a [u8],
+    /// Where the value starts in the ops region.
+    pub value_at: usize,
+}
+
+impl<'a> OpSpan<'a> {
+    /// The value decoded (the parser validated it: `None` only if a `Bins`
+    /// was somehow built over other bytes).
+    #[inline]
+    pub(crate) fn value(&self) -> Option<Value<'a>> {
+        particle::decode_head(self.ptype, self.value, self.value_at, Utf8::Validated).ok()
+    }
+
+    /// The whole bin, decoded.
+    #[inline]
+    pub(crate) fn bin(&self) -> Option<Bin<'a>> {
+        Some(Bin {
+            name: self.name,
+            lut: self.wire_lut.map(lut_to_unix_ms),
+            value: self.value()?,
+        })
     }
 }
 
@@ -175,13 +226,9 @@ impl<'a> Iterator for BinIter<'a> {
     type Item = Bin<'a>;
     #[inline]
     fn next(&mut self) -> Option<Bin<'a>> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
         // The parser validated every op, so this cannot fail; if a `Bins`
         // was somehow built over other bytes, stop rather than panic.
-        let bin = self.bin();
+        let bin = self.next_span()?.bin();
         if bin.is_none() {
             self.left = 0;
         }

@@ -201,7 +201,7 @@ pub(crate) fn decode_head(
 /// element is not an ext header (so no order flags): the common shape, read
 /// as [`collection`] reads it without the msgpack reader.
 #[inline]
-fn plain_collection(bytes: &[u8], fix: u8) -> Option<Collection<'_>> {
+pub(crate) fn plain_collection(bytes: &[u8], fix: u8) -> Option<Collection<'_>> {
     let (&m, body) = bytes.split_first()?;
     if m & 0xf0 != fix || matches!(body.first(), Some(0xd4..=0xd8 | 0xc7..=0xc9)) {
         return None;
