@@ -57,26 +57,7 @@ for peer in $PEERS; do
       ;;
     nginx)
       PROTO[$peer]=HTTP_1_1
-      mkdir -p "$W/nginx"
-      cat >"$W/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $W/nginx;
-  server {
-    listen 127.0.0.1:${PORT[$peer]};
-    keepalive_requests 1000000;
-    location / { client_max_body_size 16m; return 200; }
-  }
-}
-EOF
-      taskset -c "$LOADCPU" nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" >"$W/$peer.log" 2>&1 &
-      PIDS+=($!)
-      for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:${PORT[$peer]}/in" && break; sleep 0.1; done
+      start_nginx "${PORT[$peer]}"
       ;;
     sink)
       taskset -c "$LOADCPU" "$BIN" sink --listen "127.0.0.1:${PORT[$peer]}" --protocol h2c --quiet >"$W/$peer.log" 2>&1 &

@@ -26,6 +26,32 @@ wait_line() {
   for _ in $(seq 1 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "$(basename "$0"): timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
+# start_nginx PORT: nginx (one worker, on LOADCPU) answering 200 to any
+# request on 127.0.0.1:PORT, its body read and dropped; in PIDS, and
+# answering before this returns (5 s at most). Files under $W/nginx.
+start_nginx() {
+  mkdir -p "$W/nginx"
+  cat >"$W/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx;
+  server {
+    listen 127.0.0.1:$1;
+    keepalive_requests 1000000;
+    location / { client_max_body_size 16m; return 200; }
+  }
+}
+EOF
+  taskset -c "$LOADCPU" nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" >"$W/nginx/stdout.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
+  echo "$(basename "$0"): nginx did not answer on port $1" >&2; cat "$W/nginx/error.log" >&2; return 1
+}
 # write_results NAME FILE: FILE (which starts with `<!-- NAME:begin -->` and
 # ends with `<!-- NAME:end -->`) replaces that section of perf/RESULTS.md,
 # or is appended when the file has none.

@@ -39,26 +39,7 @@ NGHTTPD_PORT=$(free_port)
 taskset -c "$LOADCPU" nghttpd --no-tls -d "$W/docroot" "$NGHTTPD_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
 NGINX_PORT=$(free_port)
-mkdir -p "$W/nginx"
-cat >"$W/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $W/nginx;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    keepalive_requests 1000000;
-    location / { client_max_body_size 16m; return 200; }
-  }
-}
-EOF
-taskset -c "$LOADCPU" nginx -c "$W/nginx/nginx.conf" -p "$W/nginx" &
-PIDS+=($!)
-sleep 0.5
+start_nginx "$NGINX_PORT"
 
 # --- the connector -------------------------------------------------------------
 # start_connector NAME PROTOCOL URL CORES [extra yaml]; sets CPID, XDR, MANAGE
