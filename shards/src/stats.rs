@@ -120,13 +120,6 @@ impl ShardStats {
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
-
-    /// Counts one ack by result code (a writer of many uses [`AckCounts`]).
-    pub fn count_ack(&self, result: u8) {
-        let mut one = AckCounts::default();
-        one.add(result);
-        one.flush(self);
-    }
 }
 
 /// Acks counted by result code while a batch of them is written, then
@@ -248,10 +241,13 @@ mod tests {
     #[test]
     fn acks_are_counted_by_code() {
         let s = ShardStats::new(3);
-        s.count_ack(0);
-        s.count_ack(0);
-        s.count_ack(11);
-        s.count_ack(4);
+        let mut counts = AckCounts::default();
+        for code in [0, 0, 11, 4] {
+            counts.add(code);
+        }
+        counts.flush(&s);
+        // A flush starts the counts again from zero.
+        counts.flush(&s);
         assert_eq!(s.shard, 3);
         assert_eq!(s.acked_ok.load(Relaxed), 2);
         assert_eq!(s.acked_retry.load(Relaxed), 1);

@@ -607,9 +607,11 @@ mod tests {
         let b = Arc::new(ShardStats::new(1));
         a.records_received.store(5, Ordering::Relaxed);
         b.records_received.store(7, Ordering::Relaxed);
-        a.count_ack(0);
-        b.count_ack(0);
-        b.count_ack(11);
+        for (stats, codes) in [(&a, &[0][..]), (&b, &[0, 11][..])] {
+            let mut counts = sluice_shards::stats::AckCounts::default();
+            codes.iter().for_each(|&c| counts.add(c));
+            counts.flush(stats);
+        }
         b.sessions.store(2, Ordering::Relaxed);
         let da = a.destination("es", &["http://a".into()]);
         let db = b.destination("es", &["http://a".into()]);
