@@ -408,105 +408,149 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// True when `value` (a whole list or map particle value; `is_map` says
-/// which) is one the parser accepts and is flat: its header (and ext header)
-/// then only scalars, ASCII strings, ASCII GeoJSON text and blobs, exactly
-/// filling it. Checked in one tight pass without building elements or errors;
-/// `false` says nothing about validity (nested collections, ext values,
-/// non-ASCII text, anything malformed: the full reader decides).
+/// [`ELEM_CLASS`] below this: a scalar, the value is how many bytes follow
+/// its marker.
+const FIXED_MAX: u8 = 0x40;
+/// [`ELEM_CLASS`] with this bit: a fixstr, its payload length in the low bits.
+const FIXSTR: u8 = 0x40;
+/// [`ELEM_CLASS`]: str 8 or bin 8, a one-byte payload length follows.
+const STR8: u8 = 0x80;
+/// [`ELEM_CLASS`]: not a flat element (collections, ext, long strings, 0xc1).
+const OTHER: u8 = 0xff;
+
+/// What [`is_flat_collection`] makes of each msgpack marker: one table load
+/// per element instead of a chain of range tests.
+static ELEM_CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut m = 0;
+    while m < 256 {
+        t[m] = match m as u8 {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 0,
+            0xcc | 0xd0 => 1,
+            0xcd | 0xd1 => 2,
+            0xce | 0xd2 | 0xca => 4,
+            0xcf | 0xd3 | 0xcb => 8,
+            0xa0..=0xbf => FIXSTR | (m as u8 & 0x1f),
+            0xd9 | 0xc4 => STR8,
+            _ => OTHER,
+        };
+        m += 1;
+    }
+    t
+};
+
+/// True when `op[at..]` (a whole list or map particle value, at least 8
+/// bytes into its op; `is_map` says which) is one the parser accepts and is
+/// flat: its header (and ext header) then only scalars, ASCII strings, ASCII
+/// GeoJSON text and blobs, exactly filling it. Checked in one tight pass
+/// without building elements or errors; `false` says nothing about validity
+/// (nested collections, ext values, non-ASCII text, anything malformed: the
+/// full reader decides).
 #[inline]
-pub(crate) fn is_flat_collection(value: &[u8], is_map: bool) -> bool {
-    let Some((&m, mut rest)) = value.split_first() else {
+pub(crate) fn is_flat_collection(op: &[u8], at: usize, is_map: bool) -> bool {
+    let Some(&m) = op.get(at) else {
         return false;
     };
-    let be = |b: &[u8]| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
-    let (len, width) = match (m, is_map) {
-        (0x90..=0x9f, false) | (0x80..=0x8f, true) => (u64::from(m & 0x0f), 0),
-        (0xdc, false) | (0xde, true) => (0, 2),
-        (0xdd, false) | (0xdf, true) => (0, 4),
+    let mut i = at + 1;
+    let len = match (m, is_map) {
+        (0x90..=0x9f, false) | (0x80..=0x8f, true) => u64::from(m & 0x0f),
+        (0xdc, false) | (0xde, true) => match op.get(i..).and_then(|b| b.first_chunk::<2>()) {
+            Some(n) => {
+                i += 2;
+                u64::from(u16::from_be_bytes(*n))
+            }
+            None => return false,
+        },
+        (0xdd, false) | (0xdf, true) => match op.get(i..).and_then(|b| b.first_chunk::<4>()) {
+            Some(n) => {
+                i += 4;
+                u64::from(u32::from_be_bytes(*n))
+            }
+            None => return false,
+        },
         _ => return false,
     };
-    let len = if width == 0 {
-        len
-    } else {
-        let Some((n, r)) = rest.split_at_checked(width) else {
-            return false;
-        };
-        rest = r;
-        be(n)
-    };
+    let per = if is_map { 2 } else { 1 };
     let mut left = if len == 0 {
         0
     } else {
         // An ext header (an ordered collection) takes the first element; a
         // map's also its nil value.
-        let ext = match rest.first() {
+        let ext = match op.get(i) {
             Some(0xd4) => 1 + 1,
             Some(0xd5) => 1 + 2,
             Some(0xd6) => 1 + 4,
             Some(0xd7) => 1 + 8,
             Some(0xd8) => 1 + 16,
-            Some(0xc7) => match rest.get(1) {
+            Some(0xc7) => match op.get(i + 1) {
                 Some(&n) => 2 + usize::from(n),
                 None => return false,
             },
             Some(0xc8 | 0xc9) => return false,
             _ => 0,
         };
-        let per = if is_map { 2 } else { 1 };
         if ext == 0 {
             len * per
         } else {
-            match rest.get(1 + ext..) {
-                Some(r) if !is_map => rest = r,
-                Some([0xc0, r @ ..]) => rest = r,
-                _ => return false,
+            i += 1 + ext;
+            if is_map {
+                if op.get(i) != Some(&0xc0) {
+                    return false;
+                }
+                i += 1;
             }
             (len - 1) * per
         }
     };
+    let end = op.len();
     // Every element takes at least one byte.
-    if left > rest.len() as u64 {
+    if left > end.saturating_sub(i) as u64 {
         return false;
     }
     while left > 0 {
         left -= 1;
-        let Some((&m, r)) = rest.split_first() else {
+        let Some(&m) = op.get(i) else {
             return false;
         };
-        let (skip, text) = match m {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
-            0xcc | 0xd0 => (1, 0),
-            0xcd | 0xd1 => (2, 0),
-            0xce | 0xd2 | 0xca => (4, 0),
-            0xcf | 0xd3 | 0xcb => (8, 0),
-            0xa0..=0xbf => (0, usize::from(m & 0x1f)),
-            0xd9 | 0xc4 => match r.first() {
-                Some(&n) => (1, usize::from(n)),
-                None => return false,
-            },
-            _ => return false,
-        };
-        let Some(r) = r.get(skip..) else {
-            return false;
-        };
-        let Some((payload, r)) = r.split_at_checked(text) else {
+        let class = ELEM_CLASS[usize::from(m)];
+        i += 1;
+        if class < FIXED_MAX {
+            // A scalar: its bytes are only skipped (an element cut short
+            // leaves `i` past `end`, caught by the next load or the end).
+            i += usize::from(class);
+            continue;
+        }
+        let n = if class < STR8 {
+            usize::from(class & !FIXSTR)
+        } else if class == STR8 {
+            let Some(&n) = op.get(i) else {
+                return false;
+            };
+            i += 1;
+            usize::from(n)
+        } else {
             return false;
         };
         // A str/bin payload starts with its particle type (empty: "").
-        if let Some((&ptype, body)) = payload.split_first() {
-            let ok = match ptype {
-                particle::STRING | particle::GEOJSON => particle::is_ascii(body),
-                particle::BLOB | particle::JAVA_BLOB..=particle::ERLANG_BLOB => true,
-                _ => false,
-            };
-            if !ok {
-                return false;
-            }
+        if n == 0 {
+            continue;
         }
-        rest = r;
+        let to = i + n;
+        let (Some(&ptype), Some(head)) = (op.get(i), op.get(..to)) else {
+            return false;
+        };
+        let ok = match ptype {
+            // The text ends at least 8 bytes into the op.
+            particle::STRING | particle::GEOJSON => particle::is_ascii_ending(head, n - 1),
+            particle::BLOB | particle::JAVA_BLOB..=particle::ERLANG_BLOB => true,
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+        i = to;
     }
-    rest.is_empty()
+    i == end
 }
 
 /// The flags of the ext header leading a list or map value `raw` (the whole

@@ -4,6 +4,7 @@
 use crate::error::{Error, ErrorKind};
 use crate::record::{Bin, Value};
 use crate::wire::field::lut_to_unix_ms;
+use crate::wire::msgpack;
 use crate::wire::particle::{self, Utf8};
 
 /// The op code XDR ships bins with.
@@ -82,35 +83,42 @@ pub(crate) fn cut(ops: &[u8], pos: usize, base: usize) -> Result<(RawOp<'_>, usi
     ))
 }
 
-/// The op at `ops[pos..]` when it has one of the common shapes (an ASCII
-/// name; a scalar, ASCII text, a blob, or a flat list/map of scalars and
-/// ASCII text), checked without building a value or an error: returns the
-/// position after it. `None` says nothing about validity: [`validate`] then
+/// The op at the start of `ops` when it has one of the common shapes (an
+/// ASCII name; a scalar, ASCII text, a blob, or a flat list/map of scalars
+/// and ASCII text), checked without building a value or an error: returns
+/// the bytes after it. `None` says nothing about validity: [`validate`] then
 /// decides, and names the error if there is one. Accepts nothing that
 /// `validate` refuses.
 #[inline]
-pub(crate) fn check_common(ops: &[u8], pos: usize) -> Option<usize> {
-    let (h, after) = ops.get(pos..)?.split_first_chunk::<OP_HEADER>()?;
-    let size = usize::try_from(u32::from_be_bytes([h[0], h[1], h[2], h[3]])).ok()?;
-    let (op, ptype, flags, name_len) = (h[4], h[5], h[6], usize::from(h[7]));
-    let lut_len = if flags & FLAG_HAS_LUT != 0 { 8 } else { 0 };
-    let body = after.get(..size.checked_sub(4)?)?;
-    let (name, rest) = body.split_at_checked(name_len)?;
-    let value = rest.get(lut_len..)?;
+pub(crate) fn check_common(ops: &[u8]) -> Option<&[u8]> {
+    let h = ops.first_chunk::<OP_HEADER>()?;
+    let [s0, s1, s2, s3, op, ptype, flags, name_len] = *h;
+    let size = u32::from_be_bytes([s0, s1, s2, s3]) as usize;
+    // The whole op (header included) and what follows it; `body` is None
+    // when `size` does not even cover the op code, type, flags and length.
+    let (whole, next) = ops.split_at_checked(size.checked_add(4)?)?;
+    let body = whole.get(OP_HEADER..)?;
+    let name_len = usize::from(name_len);
+    let lut_len = usize::from(flags & FLAG_HAS_LUT) * 8;
+    let value = body.get(name_len + lut_len..)?;
+    // The name ends `OP_HEADER + name_len` into the op: 8 bytes before its
+    // end are always there.
+    let name_ok = particle::is_ascii_ending(whole.get(..OP_HEADER + name_len)?, name_len);
     let fits = op == WRITE
-        && particle::is_ascii(name)
+        && name_ok
         && match ptype {
             particle::INTEGER => matches!(value.len(), 8 | 4 | 2 | 1),
             particle::FLOAT => value.len() == 8,
-            particle::STRING => particle::is_ascii(value),
+            // The value ends the op, after its 8-byte header.
+            particle::STRING => particle::is_ascii_ending(whole, value.len()),
             particle::BOOL => value.len() == 1,
             particle::NULL => value.is_empty(),
             particle::BLOB | particle::JAVA_BLOB..=particle::ERLANG_BLOB | particle::HLL => true,
-            particle::LIST => crate::wire::msgpack::is_flat_collection(value, false),
-            particle::MAP => crate::wire::msgpack::is_flat_collection(value, true),
+            particle::LIST => msgpack::is_flat_collection(whole, whole.len() - value.len(), false),
+            particle::MAP => msgpack::is_flat_collection(whole, whole.len() - value.len(), true),
             _ => false,
         };
-    fits.then_some(pos + 4 + size)
+    fits.then_some(next)
 }
 
 /// Validates one op completely; returns the position after it.
@@ -348,7 +356,7 @@ mod tests {
             let ops = ops_of(vec![BinSpec::new("bin", value.clone())]);
             let slow = validate(&ops, 0, 0);
             assert_eq!(slow, Ok(ops.len()), "{value:?}");
-            let fast = check_common(&ops, 0);
+            let fast = check_common(&ops).map(|rest| ops.len() - rest.len());
             assert_eq!(fast, common.then_some(ops.len()), "{value:?}");
         }
     }
@@ -363,7 +371,8 @@ mod tests {
         for (value, _) in cases() {
             let ops = ops_of(vec![BinSpec::new("bin", value)]);
             let mut check = |ops: &[u8]| {
-                if let Some(next) = check_common(ops, 0) {
+                if let Some(rest) = check_common(ops) {
+                    let next = ops.len() - rest.len();
                     taken += 1;
                     assert_eq!(validate(ops, 0, 0).map_err(|_| ()), Ok(next), "{ops:02x?}");
                 } else if validate(ops, 0, 0).is_err() {

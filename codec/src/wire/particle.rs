@@ -54,23 +54,31 @@ fn validate_body(items: Collection<'_>, per: u64, base: usize) -> Result<(), Err
     Ok(())
 }
 
+/// The high bit of every byte of a word.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+fn word(b: &[u8; 8]) -> u64 {
+    u64::from_le_bytes(*b)
+}
+
 /// True when every byte is below 0x80. Short text (bin names, keys, most
-/// values) is tested as one or two overlapping words, longer text a word at
-/// a time: cheaper than `<[u8]>::is_ascii` on the lengths records hold.
+/// values) is tested as one or two overlapping words, longer text two words
+/// at a time: cheaper than `<[u8]>::is_ascii` on the lengths records hold.
 #[inline]
 pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let word = |b: &[u8; 8]| u64::from_le_bytes(*b);
-    if let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
-        if bytes.len() <= 16 {
-            return (word(first) | word(last)) & HIGH == 0;
-        }
-        let mut chunks = bytes.chunks_exact(8);
+    if let Some(last) = bytes.last_chunk::<8>() {
         let mut acc = word(last);
-        for c in &mut chunks {
-            if let Ok(c) = <&[u8; 8]>::try_from(c) {
-                acc |= word(c);
+        let mut rest = bytes;
+        while let Some((pair, r)) = rest.split_first_chunk::<16>() {
+            if let Some((a, b)) = pair.split_first_chunk::<8>() {
+                if let Ok(b) = <&[u8; 8]>::try_from(b) {
+                    acc |= word(a) | word(b);
+                }
             }
+            rest = r;
+        }
+        if let Some(c) = rest.first_chunk::<8>() {
+            acc |= word(c);
         }
         return acc & HIGH == 0;
     }
@@ -78,6 +86,24 @@ pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
         return (u32::from_le_bytes(*first) | u32::from_le_bytes(*last)) & 0x8080_8080 == 0;
     }
     bytes.iter().fold(0, |acc, &b| acc | b) < 0x80
+}
+
+/// True when the last `len` bytes of `head` are ASCII (false if `head` is
+/// shorter). Text of up to 8 bytes with 8 bytes of `head` before its end
+/// (the op or field header before a name or a value guarantees them) costs
+/// one load and a mask instead of a byte loop.
+#[inline]
+pub(crate) fn is_ascii_ending(head: &[u8], len: usize) -> bool {
+    if let (true, Some(w)) = (len <= 8, head.last_chunk::<8>()) {
+        // The high bits of the last `len` bytes (little-endian: the top of
+        // the word); none for `len == 0`.
+        let mask = HIGH.checked_shl(8 * (8 - len as u32)).unwrap_or(0);
+        return word(w) & mask == 0;
+    }
+    head.len()
+        .checked_sub(len)
+        .and_then(|from| head.get(from..))
+        .is_some_and(is_ascii)
 }
 
 /// Whether text still has to be checked for UTF-8.
@@ -279,6 +305,27 @@ mod tests {
 
     /// The word-at-a-time test agrees with the standard one for every
     /// length up to 40 and a high byte at every position.
+    /// The masked test of a text's last bytes finds a high byte anywhere in
+    /// them and nowhere else, for every length.
+    #[test]
+    fn is_ascii_ending_looks_at_exactly_the_last_len_bytes() {
+        for total in 0..30 {
+            for len in 0..=total {
+                let clean = vec![b'a'; total];
+                assert!(is_ascii_ending(&clean, len), "{total} {len}");
+                for pos in 0..total {
+                    let mut b = clean.clone();
+                    b[pos] = 0xc3;
+                    let inside = pos >= total - len;
+                    assert_eq!(is_ascii_ending(&b, len), !inside, "{total} {len} {pos}");
+                    b[pos] = 0x7f;
+                    assert!(is_ascii_ending(&b, len));
+                }
+            }
+            assert!(!is_ascii_ending(&vec![b'a'; total], total + 1));
+        }
+    }
+
     #[test]
     fn is_ascii_finds_a_high_byte_anywhere() {
         for len in 0..40 {
