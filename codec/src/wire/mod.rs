@@ -164,25 +164,7 @@ pub fn parse_message(frame: &[u8]) -> Result<Record<'_>, Error> {
         (None, None) => return Err(Error::at(ErrorKind::MissingDigest, ops_at)),
     };
     let ops = frame.get(ops_at..).unwrap_or_default();
-    // One cursor over the ops: the common shapes are checked in place; any
-    // other op is validated in full from its position.
-    let mut rest = ops;
-    for _ in 0..h.n_ops {
-        rest = match op::check_common(rest) {
-            Some(next) => next,
-            None => {
-                let next = op::validate(ops, ops.len() - rest.len(), ops_at)?;
-                ops.get(next..).unwrap_or_default()
-            }
-        };
-    }
-    if !rest.is_empty() {
-        let pos = ops.len() - rest.len();
-        return Err(Error::at(
-            ErrorKind::TrailingBytes { extra: rest.len() },
-            ops_at + pos,
-        ));
-    }
+    op::validate_all(ops, h.n_ops, ops_at)?;
     Ok(Record {
         message: frame,
         info1: h.info1,

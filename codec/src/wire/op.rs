@@ -83,6 +83,38 @@ pub(crate) fn cut(ops: &[u8], pos: usize, base: usize) -> Result<(RawOp<'_>, usi
     ))
 }
 
+/// [`VALUE_RULE`] bit: a value of more than 8 bytes fits (bits 0..=8: a
+/// value of that many bytes fits).
+const ANY_LONGER: usize = 9;
+/// [`VALUE_RULE`]: ASCII text fits.
+const TEXT: u16 = 1 << 10;
+/// [`VALUE_RULE`]: a flat list fits.
+const LIST: u16 = 1 << 11;
+/// [`VALUE_RULE`]: a flat map fits.
+const MAP: u16 = 1 << 12;
+
+/// What values of each particle type [`check_common`] takes: a set of
+/// lengths (scalars, blobs of any length), or a kind of content to check.
+static VALUE_RULE: [u16; 256] = {
+    let mut t = [0; 256];
+    t[particle::NULL as usize] = 1 << 0;
+    t[particle::INTEGER as usize] = 1 << 1 | 1 << 2 | 1 << 4 | 1 << 8;
+    t[particle::FLOAT as usize] = 1 << 8;
+    t[particle::BOOL as usize] = 1 << 1;
+    let any = (1 << (ANY_LONGER + 1)) - 1;
+    t[particle::BLOB as usize] = any;
+    let mut p = particle::JAVA_BLOB;
+    while p <= particle::ERLANG_BLOB {
+        t[p as usize] = any;
+        p += 1;
+    }
+    t[particle::HLL as usize] = any;
+    t[particle::STRING as usize] = TEXT;
+    t[particle::LIST as usize] = LIST;
+    t[particle::MAP as usize] = MAP;
+    t
+};
+
 /// The op at the start of `ops` when it has one of the common shapes (an
 /// ASCII name; a scalar, ASCII text, a blob, or a flat list/map of scalars
 /// and ASCII text), checked without building a value or an error: returns
@@ -94,31 +126,62 @@ pub(crate) fn check_common(ops: &[u8]) -> Option<&[u8]> {
     let h = ops.first_chunk::<OP_HEADER>()?;
     let [s0, s1, s2, s3, op, ptype, flags, name_len] = *h;
     let size = u32::from_be_bytes([s0, s1, s2, s3]) as usize;
-    // The whole op (header included) and what follows it; `body` is None
-    // when `size` does not even cover the op code, type, flags and length.
-    let (whole, next) = ops.split_at_checked(size.checked_add(4)?)?;
-    let body = whole.get(OP_HEADER..)?;
     let name_len = usize::from(name_len);
     let lut_len = usize::from(flags & FLAG_HAS_LUT) * 8;
-    let value = body.get(name_len + lut_len..)?;
+    // What `size` leaves for the value after the op code, type, flags,
+    // name length, name and LUT (one test for all of them).
+    let value_len = size.checked_sub(4 + name_len + lut_len)?;
+    // The whole op (header included) and what follows it.
+    let (whole, next) = ops.split_at_checked(size.checked_add(4)?)?;
     // The name ends `OP_HEADER + name_len` into the op: 8 bytes before its
     // end are always there.
     let name_ok = particle::is_ascii_ending(whole.get(..OP_HEADER + name_len)?, name_len);
+    let rule = VALUE_RULE[usize::from(ptype)];
     let fits = op == WRITE
         && name_ok
-        && match ptype {
-            particle::INTEGER => matches!(value.len(), 8 | 4 | 2 | 1),
-            particle::FLOAT => value.len() == 8,
-            // The value ends the op, after its 8-byte header.
-            particle::STRING => particle::is_ascii_ending(whole, value.len()),
-            particle::BOOL => value.len() == 1,
-            particle::NULL => value.is_empty(),
-            particle::BLOB | particle::JAVA_BLOB..=particle::ERLANG_BLOB | particle::HLL => true,
-            particle::LIST => msgpack::is_flat_collection(whole, whole.len() - value.len(), false),
-            particle::MAP => msgpack::is_flat_collection(whole, whole.len() - value.len(), true),
-            _ => false,
-        };
+        // Fixed sizes and blobs first: one test of the value's length.
+        && (rule & (1 << value_len.min(ANY_LONGER)) != 0
+            || match rule {
+                // The value ends the op, after its 8-byte header.
+                TEXT => particle::is_ascii_ending(whole, value_len),
+                LIST => msgpack::is_flat_collection(whole, whole.len() - value_len, false),
+                MAP => msgpack::is_flat_collection(whole, whole.len() - value_len, true),
+                _ => false,
+            });
     fits.then_some(next)
+}
+
+/// Validates the `count` ops of an ops region that starts `base` bytes into
+/// its frame: they must fill it exactly. One cursor walks them: the common
+/// shapes are checked in place ([`check_common`]); any other op is validated
+/// in full from its position ([`validate`], which names the error).
+#[inline(never)]
+pub(crate) fn validate_all(ops: &[u8], count: u16, base: usize) -> Result<(), Error> {
+    let mut rest = ops;
+    for _ in 0..count {
+        rest = match check_common(rest) {
+            Some(next) => next,
+            None => validate_rest(ops, rest, base)?,
+        };
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::at(
+            ErrorKind::TrailingBytes { extra: rest.len() },
+            base + ops.len() - rest.len(),
+        ))
+    }
+}
+
+/// [`validate`] for the op at the start of `rest`, the tail of `ops`;
+/// returns the bytes after it. Out of line: the loop over common ops keeps
+/// its registers.
+#[cold]
+#[inline(never)]
+fn validate_rest<'a>(ops: &'a [u8], rest: &[u8], base: usize) -> Result<&'a [u8], Error> {
+    let next = validate(ops, ops.len() - rest.len(), base)?;
+    Ok(ops.get(next..).unwrap_or_default())
 }
 
 /// Validates one op completely; returns the position after it.

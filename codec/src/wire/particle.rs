@@ -57,6 +57,18 @@ fn validate_body(items: Collection<'_>, per: u64, base: usize) -> Result<(), Err
 /// The high bit of every byte of a word.
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
+/// `TAIL_HIGH[n]`: the high bits of the last `n` bytes of a little-endian
+/// word (its top `n` bytes); none for 0.
+static TAIL_HIGH: [u64; 9] = {
+    let mut t = [0; 9];
+    let mut n = 1;
+    while n <= 8 {
+        t[n] = HIGH << (8 * (8 - n));
+        n += 1;
+    }
+    t
+};
+
 fn word(b: &[u8; 8]) -> u64 {
     u64::from_le_bytes(*b)
 }
@@ -94,10 +106,7 @@ pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
 /// one load and a mask instead of a byte loop.
 #[inline]
 pub(crate) fn is_ascii_ending(head: &[u8], len: usize) -> bool {
-    if let (true, Some(w)) = (len <= 8, head.last_chunk::<8>()) {
-        // The high bits of the last `len` bytes (little-endian: the top of
-        // the word); none for `len == 0`.
-        let mask = HIGH.checked_shl(8 * (8 - len as u32)).unwrap_or(0);
+    if let (Some(mask), Some(w)) = (TAIL_HIGH.get(len), head.last_chunk::<8>()) {
         return word(w) & mask == 0;
     }
     head.len()
