@@ -87,7 +87,7 @@ struct Fields<'a> {
     namespace: Option<&'a str>,
     set: Option<&'a str>,
     user_key: Option<UserKey<'a>>,
-    digest: Option<[u8; 20]>,
+    digest: Option<&'a [u8; 20]>,
     lut: Option<u64>,
 }
 
@@ -130,9 +130,7 @@ fn read_fields(frame: &[u8], mut pos: usize, n: u16) -> Result<(Fields<'_>, usiz
             field::USER_KEY => f.user_key = Some(field::user_key(data, data_at)?),
             field::DIGEST => {
                 fixed(20)?;
-                let mut d = [0u8; 20];
-                d.copy_from_slice(data);
-                f.digest = Some(d);
+                f.digest = <&[u8; 20]>::try_from(data).ok();
             }
             field::LUT => {
                 fixed(8)?;
@@ -159,7 +157,7 @@ pub fn parse_message(frame: &[u8]) -> Result<Record<'_>, Error> {
         .namespace
         .ok_or(Error::at(ErrorKind::MissingNamespace, ops_at))?;
     let digest = match (f.digest, f.user_key) {
-        (Some(d), _) => d,
+        (Some(d), _) => *d,
         (None, Some(k)) => field::digest(f.set, &k),
         (None, None) => return Err(Error::at(ErrorKind::MissingDigest, ops_at)),
     };

@@ -446,7 +446,7 @@ static ELEM_CLASS: [u8; 256] = {
 /// without building elements or errors; `false` says nothing about validity
 /// (nested collections, ext values, non-ASCII text, anything malformed: the
 /// full reader decides).
-#[inline]
+#[inline(always)]
 pub(crate) fn is_flat_collection(op: &[u8], at: usize, is_map: bool) -> bool {
     let Some(&m) = op.get(at) else {
         return false;
