@@ -91,21 +91,23 @@ struct Fields<'a> {
     lut: Option<u64>,
 }
 
-/// Reads `n` fields starting at `pos` of `frame`; returns them and the
+/// Reads `n` fields starting at `start` of `frame`; returns them and the
 /// position after the last.
-fn read_fields(frame: &[u8], mut pos: usize, n: u16) -> Result<(Fields<'_>, usize), Error> {
+fn read_fields(frame: &[u8], start: usize, n: u16) -> Result<(Fields<'_>, usize), Error> {
     let mut f = Fields::default();
+    // One cursor over the fields; positions only for offsets.
+    let mut rest = frame.get(start..).unwrap_or_default();
     for _ in 0..n {
-        let rest = frame.get(pos..).unwrap_or_default();
-        let Some((size, rest)) = rest.split_first_chunk::<4>() else {
+        let pos = frame.len() - rest.len();
+        let Some((size, after)) = rest.split_first_chunk::<4>() else {
             return Err(truncated("field size", 4, rest.len(), pos));
         };
         let size = u32::from_be_bytes(*size) as usize;
-        if size == 0 {
+        let Some((field, next)) = after.split_at_checked(size) else {
+            return Err(truncated("field", size, after.len(), pos + 4));
+        };
+        let Some((&ty, data)) = field.split_first() else {
             return Err(Error::at(ErrorKind::EmptyField, pos));
-        }
-        let Some((&ty, data)) = rest.get(..size).and_then(|b| b.split_first()) else {
-            return Err(truncated("field", size, rest.len(), pos + 4));
         };
         let data_at = pos + 5;
         let utf8 = |what| {
@@ -141,9 +143,9 @@ fn read_fields(frame: &[u8], mut pos: usize, n: u16) -> Result<(Fields<'_>, usiz
             // Unknown types, and the transaction id, carry nothing sluice uses.
             _ => {}
         }
-        pos += 4 + size;
+        rest = next;
     }
-    Ok((f, pos))
+    Ok((f, frame.len() - rest.len()))
 }
 
 /// Parses a whole type-3 frame (8-byte proto header included), validating
