@@ -424,6 +424,82 @@ mod tests {
         }
     }
 
+    /// Names and string values of every length around the one-word test
+    /// (0 to 20 bytes, with and without a bin LUT, the high byte anywhere in
+    /// them) are taken exactly when they are ASCII, ending where `validate`
+    /// ends; the non-ASCII ones are still valid UTF-8 for `validate`.
+    #[test]
+    fn names_and_strings_of_every_length_are_checked_to_the_last_byte() {
+        let mut taken = 0;
+        for len in 0..=20 {
+            let ascii = "n".repeat(len);
+            let mut texts = vec![(ascii.clone(), true)];
+            for at in 0..len.saturating_sub(1) {
+                // "é" is two bytes: the text stays `len` bytes long.
+                let t = format!("{}é{}", &ascii[..at], &ascii[at + 2..]);
+                texts.push((t, false));
+            }
+            for (text, is_ascii) in texts {
+                for lut in [None, Some(0x0102_0304_0506_0708)] {
+                    let bins = [
+                        BinSpec::new(&text, ValueSpec::Int(7)),
+                        BinSpec::new("v", ValueSpec::Str(text.clone())),
+                    ];
+                    for mut bin in bins {
+                        bin.lut = lut;
+                        let ops = ops_of(vec![bin]);
+                        assert_eq!(validate(&ops, 0, 0), Ok(ops.len()), "{text:?}");
+                        let fast = check_common(&ops).map(|rest| ops.len() - rest.len());
+                        assert_eq!(fast, is_ascii.then_some(ops.len()), "{text:?} {lut:?}");
+                        taken += usize::from(fast.is_some());
+                    }
+                }
+            }
+        }
+        assert_eq!(taken, 21 * 2 * 2);
+        // One stray high byte (not UTF-8): at every position of a name and
+        // of a string value, the quick check leaves the op to `validate`,
+        // which refuses it.
+        for len in 1..=20 {
+            let name_ops = ops_of(vec![BinSpec::new(&"n".repeat(len), ValueSpec::Int(7))]);
+            let str_ops = ops_of(vec![BinSpec::new("v", ValueSpec::Str("s".repeat(len)))]);
+            for at in 0..len {
+                let mut n = name_ops.clone();
+                n[OP_HEADER + at] = 0xff;
+                let mut v = str_ops.clone();
+                let end = v.len();
+                v[end - len + at] = 0xff;
+                for ops in [n, v] {
+                    assert_eq!(check_common(&ops), None, "{len} {at}");
+                    assert!(validate(&ops, 0, 0).is_err(), "{len} {at}");
+                }
+            }
+        }
+        // The same for a string element of a list, last or followed by an
+        // int; its clean version is taken.
+        for len in 1..=20 {
+            for (items, after) in [
+                (vec![s(&"s".repeat(len))], 0),
+                (vec![Elem::Int(1), s(&"s".repeat(len)), Elem::Int(2)], 1),
+            ] {
+                let list = ValueSpec::List {
+                    order: ListOrder::Unordered,
+                    persist_index: false,
+                    items,
+                };
+                let ops = ops_of(vec![BinSpec::new("l", list)]);
+                assert_eq!(check_common(&ops).map(<[u8]>::len), Some(0), "{len}");
+                let text_at = ops.len() - after - len;
+                for at in 0..len {
+                    let mut m = ops.clone();
+                    m[text_at + at] = 0xff;
+                    assert_eq!(check_common(&m), None, "{len} {at}");
+                    assert!(validate(&m, 0, 0).is_err(), "{len} {at}");
+                }
+            }
+        }
+    }
+
     /// Whatever the quick check accepts, `validate` accepts too, ending at
     /// the same place: every byte of every case replaced by several values,
     /// and every truncation.
