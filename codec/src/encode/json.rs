@@ -642,7 +642,19 @@ fn put_value(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result<(), EncodeE
 /// per value. `false`, with the output as it was, at the first element of
 /// another kind (nested collection, GeoJSON, ext value): the general writer
 /// then does the whole collection.
+#[inline]
 fn put_flat_collection(c: &mut Cursor<'_>, body: &[u8], len: u32, is_map: bool) -> bool {
+    if is_map {
+        put_flat::<true>(c, body, len)
+    } else {
+        put_flat::<false>(c, body, len)
+    }
+}
+
+/// [`put_flat_collection`], one copy for lists and one for maps (the
+/// element loop without a test of which per element).
+fn put_flat<const IS_MAP: bool>(c: &mut Cursor<'_>, body: &[u8], len: u32) -> bool {
+    let is_map = IS_MAP;
     let (open, close) = if is_map { (b'{', b'}') } else { (b'[', b']') };
     if len == 0 {
         c.ensure(2);
@@ -1045,6 +1057,36 @@ fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
     true
 }
 
+/// The `bins` array's members for a record's ops, each bin's output name
+/// from `select` (`None`: left out). Out of line, with `select` known in
+/// each copy: the every-bin-as-named copy builds no `OutName` in memory, and
+/// the per-bin writers inlined here are not spread over `write_json`'s
+/// registers (fewer spills and reloads of the cursor's position).
+#[inline(never)]
+fn put_wire_bins<'a>(
+    c: &mut Cursor<'_>,
+    ops: BinIter<'a>,
+    select: impl Fn(&'a str) -> Option<OutName<'a>>,
+) -> Result<(), EncodeError> {
+    // A local copy, which the compiler keeps in registers (the argument
+    // lives in the caller's memory).
+    let mut ops = ops;
+    while let Some(op) = ops.next_span() {
+        let Some(name) = select(op.name) else {
+            continue;
+        };
+        put_bin_name(c, &name);
+        if !put_common_bin(c, op.ptype, op.value) {
+            let Some(value) = op.value() else {
+                break;
+            };
+            put_type_and_value_key(c, &value);
+            put_bin_value_and_end(c, &value, op.name)?;
+        }
+    }
+    Ok(())
+}
+
 /// `json`: `{"msg", "key", "gen", "exp", "lut", "bins"}` for writes,
 /// `{"msg", "key", "gen", "lut", "durable"}` for deletes (FORMATS.md).
 pub(crate) fn write_json<'a, I>(
@@ -1125,25 +1167,12 @@ where
             c.put(b",\"bins\":");
             let start = c.len();
             match bins {
-                JsonBins::Wire(mut ops) => {
+                JsonBins::Wire(ops) => {
                     // The common policy decided once, not per bin.
-                    let as_named = policy.is_identity();
-                    while let Some(op) = ops.next_span() {
-                        let name = if as_named {
-                            OutName::plain(op.name)
-                        } else if let Some(name) = policy.select(op.name) {
-                            name
-                        } else {
-                            continue;
-                        };
-                        put_bin_name(c, &name);
-                        if !put_common_bin(c, op.ptype, op.value) {
-                            let Some(value) = op.value() else {
-                                break;
-                            };
-                            put_type_and_value_key(c, &value);
-                            put_bin_value_and_end(c, &value, op.name)?;
-                        }
+                    if policy.is_identity() {
+                        put_wire_bins(c, ops, |name| Some(OutName::plain(name)))?;
+                    } else {
+                        put_wire_bins(c, ops, |name| policy.select(name))?;
                     }
                 }
                 JsonBins::Given(bins) => {
