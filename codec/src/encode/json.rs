@@ -190,6 +190,14 @@ fn put_escaped(c: &mut Cursor<'_>, bytes: &[u8]) {
     c.byte(b'"');
 }
 
+/// Copies `s` (at most 16 bytes; the caller made the room) when no byte
+/// of it must be escaped, testing the words it copies; `false`, having
+/// written nothing that counts, otherwise (`Cursor::short_if`).
+#[inline(always)]
+fn copy_clean(c: &mut Cursor<'_>, s: &[u8]) -> bool {
+    c.short_if(s, escape_bits, |b| ESCAPE[usize::from(b)])
+}
+
 /// An output bin name as a JSON string (makes its own room).
 #[inline]
 fn put_name(c: &mut Cursor<'_>, name: &OutName<'_>) {
@@ -735,7 +743,7 @@ fn put_flat_elem<'a>(
                 c.ensure(text.len() + 3);
                 let at = c.len();
                 c.put(&[sep, b'"']);
-                if c.short_if(text, escape_bits) {
+                if copy_clean(c, text) {
                     c.byte(b'"');
                     return Some(after);
                 }
@@ -970,7 +978,7 @@ fn put_bin_name(c: &mut Cursor<'_>, name: &OutName<'_>) {
     let at = c.len() + 9;
     c.put_padded(b",{\"name\":\"______", 10);
     let base = name.base.as_bytes();
-    if name.case == super::Case::Keep && base.len() <= 16 && c.short_if(base, escape_bits) {
+    if name.case == super::Case::Keep && base.len() <= 16 && copy_clean(c, base) {
         return;
     }
     // Any other name through the general writers, quotes included; the
@@ -1008,7 +1016,7 @@ fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
             let at = c.len();
             c.put(b"\",\"type\":\"str\",\"value\":\"");
             c.ensure(value.len() + 2);
-            if !c.short_if(value, escape_bits) {
+            if !copy_clean(c, value) {
                 c.truncate(at);
                 return false;
             }
@@ -1113,9 +1121,9 @@ where
     let short = match rec.set {
         Some(set) if rec.namespace.len() <= 16 && set.len() <= 16 => {
             c.byte(b'"');
-            c.short_if(rec.namespace.as_bytes(), escape_bits) && {
+            copy_clean(c, rec.namespace.as_bytes()) && {
                 c.put(b"\",\"");
-                c.short_if(set.as_bytes(), escape_bits)
+                copy_clean(c, set.as_bytes())
             }
         }
         _ => false,
@@ -1138,7 +1146,7 @@ where
         Some(UserKey::Str(s)) if s.len() <= 16 => {
             let at = c.len();
             c.byte(b'"');
-            if c.short_if(s.as_bytes(), escape_bits) {
+            if copy_clean(c, s.as_bytes()) {
                 c.byte(b'"');
             } else {
                 c.truncate(at);
