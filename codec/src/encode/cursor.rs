@@ -34,6 +34,28 @@ static PAIRS: [u8; 200] = {
     t
 };
 
+/// The decimal text of each of 0..=255: up to 3 digits from the low byte
+/// up, their count in the top byte (msgpack's fixints and `u8`s, which flat
+/// collections hold most).
+static SMALL: [u32; 256] = {
+    const fn d(x: usize) -> u32 {
+        (b'0' + x as u8) as u32
+    }
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if i < 10 {
+            d(i) | 1 << 24
+        } else if i < 100 {
+            d(i / 10) | d(i % 10) << 8 | 2 << 24
+        } else {
+            d(i / 100) | d(i / 10 % 10) << 8 | d(i % 10) << 16 | 3 << 24
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Most digits a `u64` has; also the longest `i64` with its sign.
 pub(crate) const MAX_INT: usize = 20;
 
@@ -161,6 +183,59 @@ impl<'v> Cursor<'v> {
         }
     }
 
+    /// Stores all `N` bytes of `s` but keeps only the first `len` (at most
+    /// `N`): a constant of `len` bytes written with one fixed-size store,
+    /// the rest to be overwritten by what follows. The room must hold `N`.
+    #[inline(always)]
+    pub fn put_padded<const N: usize>(&mut self, s: &[u8; N], len: usize) {
+        self.check(N);
+        debug_assert!(len <= N);
+        // SAFETY: the room `ensure` made holds all `N` bytes (checked above
+        // in debug builds); `pos` moves by `len <= N`.
+        unsafe {
+            self.pos.cast::<[u8; N]>().write_unaligned(*s);
+            self.pos = self.pos.add(len);
+        }
+    }
+
+    /// `sep`, then `v` in decimal (at most 4 bytes, written as one 4-byte
+    /// store from [`SMALL`]; the room must hold 4).
+    #[inline(always)]
+    pub fn sep_small(&mut self, sep: u8, v: u8) {
+        let t = SMALL[usize::from(v)];
+        let word = u32::from(sep) | t << 8;
+        self.check(4);
+        // SAFETY: the room holds the 4 bytes stored; `pos` moves by at
+        // most 4 (1 + the count, at most 3).
+        unsafe {
+            self.pos
+                .cast::<[u8; 4]>()
+                .write_unaligned(word.to_le_bytes());
+            self.pos = self.pos.add(1 + (t >> 24) as usize);
+        }
+    }
+
+    /// `sep`, then `v` in decimal between quotes (a JSON object key; at
+    /// most 6 bytes, written as one 8-byte store; the room must hold 8).
+    #[inline(always)]
+    pub fn sep_small_quoted(&mut self, sep: u8, v: u8) {
+        let t = SMALL[usize::from(v)];
+        let n = (t >> 24) as usize;
+        let word = u64::from(sep)
+            | u64::from(b'"') << 8
+            | u64::from(t & 0x00ff_ffff) << 16
+            | u64::from(b'"') << (16 + 8 * n);
+        self.check(8);
+        // SAFETY: the room holds the 8 bytes stored; `pos` moves by at
+        // most 6.
+        unsafe {
+            self.pos
+                .cast::<[u8; 8]>()
+                .write_unaligned(word.to_le_bytes());
+            self.pos = self.pos.add(n + 3);
+        }
+    }
+
     /// Appends `s`: up to 32 bytes as two overlapping fixed-size copies,
     /// longer through `memcpy`.
     #[inline(always)]
@@ -192,6 +267,53 @@ impl<'v> Cursor<'v> {
             // SAFETY: `base + at` is below `pos`: a byte already written.
             unsafe { self.base.add(at).write(b) }
         }
+    }
+
+    /// Copies `s` (at most 16 bytes) as one or two overlapping words and
+    /// keeps it (moves `pos` past it, returns `true`) when `bits` of each
+    /// word copied is 0: the test and the copy share their loads. Else the
+    /// bytes stored do not count (`pos` stays) and it returns `false`.
+    /// Text of 1 to 3 bytes is tested byte by byte, with `byte` (0: good),
+    /// which is cheaper than assembling a word. The room must hold
+    /// `s.len()` bytes.
+    #[inline(always)]
+    pub fn short_if(
+        &mut self,
+        s: &[u8],
+        bits: impl Fn(u64) -> u64,
+        byte: impl Fn(u8) -> u8,
+    ) -> bool {
+        let n = s.len();
+        debug_assert!(n <= 16);
+        self.check(n);
+        let p = self.pos;
+        let word = u64::from_le_bytes;
+        // SAFETY (all three arms): as in `short`: the room holds `n` bytes
+        // at `p`, and each store covers `[p, p + n)` only.
+        let clean = unsafe {
+            if let (Some(a), Some(b)) = (s.first_chunk::<8>(), s.last_chunk::<8>()) {
+                p.cast::<[u8; 8]>().write_unaligned(*a);
+                p.add(n - 8).cast::<[u8; 8]>().write_unaligned(*b);
+                bits(word(*a)) | bits(word(*b)) == 0
+            } else if let (Some(a), Some(b)) = (s.first_chunk::<4>(), s.last_chunk::<4>()) {
+                p.cast::<[u8; 4]>().write_unaligned(*a);
+                p.add(n - 4).cast::<[u8; 4]>().write_unaligned(*b);
+                bits(u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*b)) << 32)
+                    == 0
+            } else if let (Some(&a), Some(&b), Some(&c)) = (s.first(), s.get(n / 2), s.last()) {
+                p.write(a);
+                p.add(n / 2).write(b);
+                p.add(n - 1).write(c);
+                byte(a) | byte(b) | byte(c) == 0
+            } else {
+                true
+            }
+        };
+        if clean {
+            // SAFETY: the room holds the `n` bytes just written.
+            self.pos = unsafe { p.add(n) };
+        }
+        clean
     }
 
     /// `s` (at most 32 bytes) at `pos`, without moving `pos`: the first and
@@ -351,6 +473,53 @@ mod tests {
                 c.u64(v);
             }
             assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+    }
+
+    #[test]
+    fn small_integers_from_the_table_match_display() {
+        for v in 0..=255u8 {
+            let mut out = b"ab".to_vec();
+            {
+                let mut c = Cursor::new(&mut out);
+                c.ensure(4 + 8 + 1);
+                c.sep_small(b',', v);
+                c.sep_small_quoted(b':', v);
+                c.byte(b'!');
+            }
+            assert_eq!(String::from_utf8(out).unwrap(), format!("ab,{v}:\"{v}\"!"));
+        }
+    }
+
+    /// `short_if` keeps text only when every byte passes, at every length
+    /// up to 16 and with the failing byte at every position; `put_padded`
+    /// keeps only its first `len` bytes.
+    #[test]
+    fn checked_short_copies_keep_only_what_passes() {
+        let bits = |w: u64| w & 0x8080_8080_8080_8080;
+        let byte = |b: u8| b & 0x80;
+        for n in 0..=16 {
+            for bad in (0..n).map(Some).chain([None]) {
+                let text: Vec<u8> = (0..n)
+                    .map(|i| if Some(i) == bad { 0xff } else { b'a' + i as u8 })
+                    .collect();
+                let mut out = b"xy".to_vec();
+                let kept = {
+                    let mut c = Cursor::new(&mut out);
+                    c.ensure(16 + n + 1);
+                    c.put_padded(b"<__pad__________", 1);
+                    let kept = c.short_if(&text, bits, byte);
+                    c.byte(b'>');
+                    kept
+                };
+                assert_eq!(kept, bad.is_none(), "{n} {bad:?}");
+                let mut want = b"xy<".to_vec();
+                if kept {
+                    want.extend_from_slice(&text);
+                }
+                want.push(b'>');
+                assert_eq!(out, want, "{n} {bad:?}");
+            }
         }
     }
 
