@@ -6,8 +6,8 @@
 //! tasks on the current thread. [`HyperIo`] bridges the IO traits,
 //! [`LocalExec`] spawns hyper's background tasks on the shard's executor,
 //! and [`GlommioTimer`] gives hyper a timer. h2 wants tokio's IO traits
-//! instead: `tokio_util::compat::FuturesAsyncReadCompatExt::compat(stream)`
-//! provides them without a tokio runtime; [`TurnBuffered`] gathers an h2
+//! instead: [`H2Io`] provides them without a tokio runtime (and without
+//! zeroing h2's read buffer per read); [`TurnBuffered`] gathers an h2
 //! connection's writes. [`connect`], [`executor_builder`] and
 //! [`probe_io_uring`] are the small start-up helpers every part shares.
 
@@ -166,7 +166,7 @@ pub struct Bodies(Rc<RefCell<Vec<bytes::Bytes>>>);
 
 /// Bodies shorter than this are not registered: h2 (0.4, `FramedWrite`)
 /// copies a DATA payload under 1 KiB into its own buffer when the I/O below
-/// it does not report vectored writes (ours, through tokio-util's compat,
+/// it does not report vectored writes (ours, [`H2Io`],
 /// does not), so their bytes never reach [`TurnBuffered`] as themselves.
 /// Registering them (one record per request: hundreds per connection) only
 /// made every write scan a longer list.
@@ -417,6 +417,64 @@ impl<T: AsyncWrite + SendVectored + Unpin + 'static> AsyncWrite for TurnBuffered
         let mut io = self.io.borrow_mut();
         ready!(io.poll_write_buffered(cx))?;
         Pin::new(&mut io.inner).poll_close(cx)
+    }
+}
+
+/// h2's transport: tokio's IO traits over a futures-io stream. Unlike
+/// tokio-util's `Compat`, a read does not zero the reader's free buffer
+/// first: h2 (through tokio-util's framed reader) hands a fresh
+/// uninitialised `ReadBuf` over its whole spare capacity to every read, and
+/// `Compat` zeroed all of it to read a few dozen bytes of responses and
+/// window updates (memset: 218 instructions per batched record, more than
+/// h2's own reading). Reads land in a buffer initialised once and are
+/// copied out: only the bytes read are touched.
+#[derive(Debug)]
+pub struct H2Io<T> {
+    inner: T,
+    scratch: Box<[u8]>,
+}
+
+/// A read's most bytes (h2 reads frames of up to 16 KiB).
+const H2_READ: usize = 16 * 1024;
+
+impl<T> H2Io<T> {
+    pub fn new(inner: T) -> Self {
+        H2Io {
+            inner,
+            scratch: vec![0u8; H2_READ].into_boxed_slice(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> tokio::io::AsyncRead for H2Io<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let want = buf.remaining().min(this.scratch.len());
+        let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut this.scratch[..want]))?;
+        buf.put_slice(&this.scratch[..n]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> tokio::io::AsyncWrite for H2Io<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }
 
