@@ -137,19 +137,12 @@ fn route_of(
 impl LastRoute {
     fn is(&self, plan: &Arc<Plan>, namespace: &str, set: Option<&str>) -> bool {
         Arc::ptr_eq(&self.plan, plan)
-            && same(&self.namespace, namespace)
+            && self.namespace == namespace
             && match set {
-                Some(s) => self.has_set && same(&self.set, s),
+                Some(s) => self.has_set && self.set == s,
                 None => !self.has_set,
             }
     }
-}
-
-/// `a == b` for names of a few bytes, compared in line: `==` calls memcmp,
-/// two calls per record here.
-#[inline]
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// When a read's bytes arrived: every record cut from them shares it.
@@ -336,7 +329,9 @@ impl Session {
     ) -> Option<(Prepared, Taken)> {
         let stats = &self.ctx.stats;
         let p = &plan.plan;
-        let rec = match wire::parse(frame, &mut self.scratch, p.service.max_message_bytes) {
+        // Borrowed, not moved out of the result: the record is large.
+        let parsed = wire::parse(frame, &mut self.scratch, p.service.max_message_bytes);
+        let rec = match &parsed {
             Ok(r) => r,
             Err(e) => {
                 stats.parse_errors.fetch_add(1, Relaxed);
@@ -383,8 +378,7 @@ impl Session {
                     received: arrival.at,
                     dead: Dead::of(p, self.port, frame),
                 };
-                let encode =
-                    |body: &mut Vec<u8>| fmt.encoder.encode(&rec, &fmt.bins, unix_ms, body);
+                let encode = |body: &mut Vec<u8>| fmt.encoder.encode(rec, &fmt.bins, unix_ms, body);
                 match b.add(plan, &self.ctx, &fmt.encoder, encode, member, permit) {
                     Ok(()) => return None,
                     Err((e, permit)) => (
@@ -404,7 +398,7 @@ impl Session {
                 let mut fresh = Vec::with_capacity(frame.len() * 5 / 2);
                 let encoded = fmt
                     .encoder
-                    .encode(&rec, &fmt.bins, unix_ms, &mut fresh)
+                    .encode(rec, &fmt.bins, unix_ms, &mut fresh)
                     .map(|()| fresh);
                 (encoded, taken)
             }
