@@ -1002,9 +1002,9 @@ async fn h1_handshake<T>(
     url: String,
 ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
 where
-    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + rt::SendVectored + Unpin + 'static,
 {
-    let (send, conn) = hyper::client::conn::http1::handshake(rt::HyperIo(io)).await?;
+    let (send, conn) = hyper::client::conn::http1::handshake(rt::H1Io::new(io)).await?;
     glommio::spawn_local(async move {
         if let Err(e) = conn.await {
             tracing::debug!(%url, error = %e, "HTTP/1.1 connection ended");
