@@ -18,22 +18,33 @@ pub const PARAMETER: u8 = 4;
 /// Unavailable: delivery failed or timed out; XDR retries.
 pub const UNAVAILABLE: u8 = 11;
 
+/// Every ack's bytes but its result code and generation: the proto
+/// header, then a bare message header (header size 22, no fields, no ops).
+const TEMPLATE: [u8; ACK_LEN] = {
+    let mut t = [0u8; ACK_LEN];
+    t[0] = VERSION;
+    t[1] = 3;
+    t[7] = MSG_HEADER as u8;
+    t[PROTO_HEADER] = MSG_HEADER as u8;
+    t
+};
+/// Where the result code and the generation sit in an ack.
+const RESULT_AT: usize = PROTO_HEADER + 5;
+const GENERATION_AT: usize = PROTO_HEADER + 6;
+
+/// One ack answering a request of generation `generation`: the template
+/// with two fields patched (acks are written one per record, so they are
+/// not built field by field through [`MsgHeader::write`]).
+pub fn frame(result: u8, generation: u32) -> [u8; ACK_LEN] {
+    let mut a = TEMPLATE;
+    a[RESULT_AT] = result;
+    a[GENERATION_AT..GENERATION_AT + 4].copy_from_slice(&generation.to_be_bytes());
+    a
+}
+
 /// Appends one ack answering a request of generation `generation`.
 pub fn write(out: &mut Vec<u8>, result: u8, generation: u32) {
-    out.extend_from_slice(&[VERSION, 3, 0, 0, 0, 0, 0, MSG_HEADER as u8]);
-    MsgHeader {
-        info1: 0,
-        info2: 0,
-        info3: 0,
-        info4: 0,
-        result,
-        generation,
-        record_ttl: 0,
-        transaction_ttl: 0,
-        n_fields: 0,
-        n_ops: 0,
-    }
-    .write(out);
+    out.extend_from_slice(&frame(result, generation));
 }
 
 /// True for result codes that make XDR retry the record.
@@ -106,4 +117,39 @@ pub fn read(frame: &[u8]) -> Result<AckView, Error> {
         result: h.result,
         generation: h.generation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The template is the message header written field by field.
+    #[test]
+    fn an_ack_is_its_header_written_field_by_field() {
+        for (result, generation) in [
+            (OK, 0),
+            (UNAVAILABLE, 1),
+            (PARAMETER, 0xdead_beef),
+            (2, u32::MAX),
+        ] {
+            let mut want = vec![VERSION, 3, 0, 0, 0, 0, 0, MSG_HEADER as u8];
+            MsgHeader {
+                info1: 0,
+                info2: 0,
+                info3: 0,
+                info4: 0,
+                result,
+                generation,
+                record_ttl: 0,
+                transaction_ttl: 0,
+                n_fields: 0,
+                n_ops: 0,
+            }
+            .write(&mut want);
+            let mut out = vec![7];
+            write(&mut out, result, generation);
+            assert_eq!(&out[1..], &want[..]);
+            assert_eq!(read(&out[1..]).unwrap(), AckView { result, generation });
+        }
+    }
 }

@@ -78,6 +78,28 @@ impl AckQueue {
         }
     }
 
+    /// Decides the `n` slots from `first` on, like [`AckQueue::decide`]
+    /// each (a batch's records of one read sit side by side).
+    pub fn decide_run(&mut self, first: Seq, n: u64, result: u8) {
+        let end = first.saturating_add(n).saturating_sub(self.base);
+        let start = first.saturating_sub(self.base);
+        let end = (end.min(self.slots.len() as u64)) as usize;
+        let start = start as usize;
+        if start >= end {
+            return;
+        }
+        let mut head_decided = false;
+        for (i, slot) in self.slots.range_mut(start..end).enumerate() {
+            if slot.result == PENDING {
+                slot.result = result;
+                head_decided |= start + i == 0;
+            }
+        }
+        if head_decided {
+            self.wake();
+        }
+    }
+
     /// Slots reserved and not yet written.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -90,20 +112,24 @@ impl AckQueue {
     /// Appends every decided ack at the head to `out`; returns how many, and
     /// calls `count` with each result code.
     pub fn take_ready(&mut self, out: &mut Vec<u8>, mut count: impl FnMut(u8)) -> usize {
-        let mut n = 0;
-        while let Some(slot) = self.slots.front() {
+        // The decided prefix first, then its acks in one pass with room
+        // made once (a batch decides a hundred slots at a time).
+        let n = self
+            .slots
+            .iter()
+            .take_while(|s| s.result != PENDING)
+            .count();
+        out.reserve(n * ack::ACK_LEN);
+        for slot in self.slots.drain(..n) {
             match slot.result {
-                PENDING => break,
                 INFO => out.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0]),
                 r => {
-                    ack::write(out, r, slot.generation);
+                    out.extend_from_slice(&ack::frame(r, slot.generation));
                     count(r);
                 }
             }
-            self.slots.pop_front();
-            self.base += 1;
-            n += 1;
         }
+        self.base += n as u64;
         n
     }
 
@@ -187,6 +213,26 @@ mod tests {
         assert_eq!(results(&out), vec![(0, 7)]);
         let b = q.push(8);
         assert_eq!(b, 1);
+    }
+
+    #[test]
+    fn a_run_is_decided_like_its_slots_one_by_one() {
+        let mut q = AckQueue::default();
+        let seqs: Vec<Seq> = (0..6).map(|g| q.push(g)).collect();
+        q.decide(seqs[1], 4);
+        // Slots 0..4: slot 1 keeps its first decision.
+        q.decide_run(seqs[0], 4, 0);
+        let mut out = Vec::new();
+        assert_eq!(q.take_ready(&mut out, |_| {}), 4);
+        assert_eq!(results(&out), vec![(0, 0), (4, 1), (0, 2), (0, 3)]);
+        // A run reaching back over written slots and past the queue's end
+        // decides only what is there.
+        q.decide_run(seqs[2], 10, 11);
+        out.clear();
+        assert_eq!(q.take_ready(&mut out, |_| {}), 2);
+        assert_eq!(results(&out), vec![(11, 4), (11, 5)]);
+        q.decide_run(seqs[0], 0, 11);
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use glommio::sync::StaticPermit;
 use sluice_codec::ack;
 use sluice_codec::encode::{BatchStart, Encoder};
 
@@ -21,22 +20,38 @@ use crate::ackq::{Seq, SharedAcks};
 use crate::dlq::{self, Dead, Verdict};
 use crate::plan::{BatchPlan, FormatId, RouteId};
 use crate::session::{deliver, RECORD_DEADLINE};
-use crate::shard::{ShardCtx, ShardPlan};
+use crate::shard::{Held, ShardCtx, ShardPlan};
 
-/// A record waiting in a batch: where its ack goes, and the room it holds.
-pub struct Member {
-    pub acks: SharedAcks,
+/// A record joining a batch: where its ack goes and when it arrived.
+pub struct Member<'a> {
+    pub acks: &'a SharedAcks,
     pub seq: Seq,
-    pub permit: StaticPermit,
     pub received: Instant,
     /// Its frame, for a dead letter.
     pub dead: Dead,
 }
 
+/// Records of a batch from one session whose ack slots follow each other
+/// and that arrived in one read: decided, counted and timed together (a
+/// read's records sit side by side in a batch, so a batch holds a few runs,
+/// not a hundred members).
+struct Run {
+    acks: SharedAcks,
+    first: Seq,
+    n: u64,
+    received: Instant,
+}
+
 struct Open {
     body: Vec<u8>,
     start: BatchStart,
-    members: Vec<Member>,
+    runs: Vec<Run>,
+    /// Records in the batch.
+    count: u32,
+    /// Their units of the shard's permits.
+    held: Option<Held>,
+    /// Their frames, while a dead-letter file is configured (else empty).
+    dead: Vec<Dead>,
 }
 
 /// The open batch of one route on one shard.
@@ -73,18 +88,19 @@ impl Batcher {
     }
 
     /// Encodes one record into the open batch (opening one if needed),
-    /// after the format's separator, and adds it as member `m`; flushes when
-    /// a limit is reached. `encoder` is the route's format (`self.format` of
-    /// `plan`). When `encode` fails the body is left as it was and `m` comes
-    /// back with the error.
+    /// after the format's separator, and adds it as member `m` holding
+    /// `held`; flushes when a limit is reached. `encoder` is the route's
+    /// format (`self.format` of `plan`). When `encode` fails the body is
+    /// left as it was and `held` comes back with the error.
     pub fn add<E>(
         self: &Rc<Self>,
         plan: &Rc<ShardPlan>,
         ctx: &Rc<ShardCtx>,
         encoder: &Encoder,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-        m: Member,
-    ) -> Result<(), (E, Member)> {
+        m: Member<'_>,
+        held: Held,
+    ) -> Result<(), (E, Held)> {
         let full = {
             let mut slot = self.open.borrow_mut();
             let open = match slot.as_mut() {
@@ -92,15 +108,37 @@ impl Batcher {
                 None => slot.insert(self.open_batch(encoder)),
             };
             let mark = open.body.len();
-            if !open.members.is_empty() {
+            if open.count > 0 {
                 encoder.batch_separator(&mut open.body);
             }
             if let Err(e) = encode(&mut open.body) {
                 open.body.truncate(mark);
-                return Err((e, m));
+                return Err((e, held));
             }
-            open.members.push(m);
-            open.members.len() >= self.limits.max_records.max(1)
+            open.count += 1;
+            match open.runs.last_mut() {
+                Some(r)
+                    if r.received == m.received
+                        && r.first + r.n == m.seq
+                        && Rc::ptr_eq(&r.acks, m.acks) =>
+                {
+                    r.n += 1
+                }
+                _ => open.runs.push(Run {
+                    acks: m.acks.clone(),
+                    first: m.seq,
+                    n: 1,
+                    received: m.received,
+                }),
+            }
+            match &mut open.held {
+                Some(h) => h.absorb(held),
+                None => open.held = Some(held),
+            }
+            if m.dead.frame.is_some() {
+                open.dead.push(m.dead);
+            }
+            open.count as usize >= self.limits.max_records.max(1)
                 || open.body.len() >= self.limits.max_bytes
         };
         if full {
@@ -122,7 +160,10 @@ impl Batcher {
         Open {
             body,
             start,
-            members: Vec::with_capacity(self.limits.max_records.clamp(1, 1024)),
+            runs: Vec::new(),
+            count: 0,
+            held: None,
+            dead: Vec::new(),
         }
     }
 
@@ -155,69 +196,61 @@ impl Batcher {
             return;
         };
         self.due.set(None);
-        if open.members.is_empty() {
+        if open.count == 0 {
             // Opened for a record that could not be encoded: nothing to send.
             return;
         }
         let Some(fmt) = plan.plan.formats.get(self.format) else {
-            settle_members(ctx, open.members, ack::UNAVAILABLE, Instant::now());
+            settle_runs(ctx, &open.runs, ack::UNAVAILABLE, Instant::now());
             return;
         };
-        let n = open.members.len() as u32;
-        fmt.encoder.batch_end(&mut open.body, open.start, n);
+        fmt.encoder
+            .batch_end(&mut open.body, open.start, open.count);
         let len = open.body.len();
         self.body_hint
             .set((len + len / 8).clamp(FIRST_BODY, self.limits.max_bytes.max(FIRST_BODY)));
         let content_type = fmt.encoder.batch_content_type();
         let deadline = open
-            .members
+            .runs
             .iter()
-            .map(|m| m.received)
+            .map(|r| r.received)
             .min()
             .unwrap_or_else(Instant::now)
             + RECORD_DEADLINE;
         let (plan, ctx, route) = (plan.clone(), ctx.clone(), self.route);
         let body = Bytes::from(open.body);
-        let mut members = open.members;
+        let (runs, count, held, mut dead) = (open.runs, open.count, open.held, open.dead);
         glommio::spawn_local(async move {
             let verdict = deliver(&plan, route, body, content_type, deadline, &ctx).await;
             // Frames are kept only while a dead-letter file is configured,
             // and needed only for a rejected batch.
-            let dead: Vec<Dead> = match verdict {
-                Verdict::Rejected(_) => members
-                    .iter_mut()
-                    .map(|m| Dead {
-                        port: m.dead.port,
-                        frame: m.dead.frame.take(),
+            if matches!(verdict, Verdict::Rejected(_)) && dead.len() != count as usize {
+                dead = (0..count)
+                    .map(|_| Dead {
+                        port: 0,
+                        frame: None,
                     })
-                    .collect(),
+                    .collect();
+            }
+            let dead = match verdict {
+                Verdict::Rejected(_) => dead,
                 _ => Vec::new(),
             };
             let result = dlq::settle(&ctx, &plan.plan, verdict, &dead).await;
             // One clock read for the whole batch.
-            settle_members(&ctx, members, result, Instant::now());
+            settle_runs(&ctx, &runs, result, Instant::now());
+            drop(held);
         })
         .detach();
     }
 }
 
-/// Decides every member's ack with `result` at `now`. Records cut from one
-/// read of a session share their arrival and sit side by side in a batch:
-/// each run of equal arrivals is counted and timed once (same histogram).
-fn settle_members(ctx: &ShardCtx, members: Vec<Member>, result: u8, now: Instant) {
-    let mut run: Option<(Instant, u64)> = None;
-    for m in members {
-        m.acks.borrow_mut().decide(m.seq, result);
-        match &mut run {
-            Some((at, n)) if *at == m.received => *n += 1,
-            _ => {
-                if let Some((at, n)) = run.replace((m.received, 1)) {
-                    ctx.records_done_at(at, now, n);
-                }
-            }
-        }
-    }
-    if let Some((at, n)) = run {
-        ctx.records_done_at(at, now, n);
+/// Decides every record of `runs` with `result` at `now`: each run with
+/// one borrow of its session's acks, one counter update and one histogram
+/// entry (its records share their arrival).
+fn settle_runs(ctx: &ShardCtx, runs: &[Run], result: u8, now: Instant) {
+    for r in runs {
+        r.acks.borrow_mut().decide_run(r.first, r.n, result);
+        ctx.records_done_at(r.received, now, r.n);
     }
 }

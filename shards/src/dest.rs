@@ -28,7 +28,6 @@ use bytes::Bytes;
 use glommio::sync::Semaphore;
 use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
-use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion, RetryBudgetPlan, StatusClass};
 use crate::rt;
@@ -985,7 +984,7 @@ where
     if let Some(bodies) = bodies {
         io = io.with_bodies(bodies);
     }
-    let (send, conn) = builder.handshake(io.compat()).await?;
+    let (send, conn) = builder.handshake(rt::H2Io::new(io)).await?;
     glommio::spawn_local(async move {
         if let Err(e) = conn.await {
             tracing::debug!(%url, error = %e, "HTTP/2 connection ended");
@@ -1003,9 +1002,9 @@ async fn h1_handshake<T>(
     url: String,
 ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
 where
-    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+    T: futures_lite::AsyncRead + futures_lite::AsyncWrite + rt::SendVectored + Unpin + 'static,
 {
-    let (send, conn) = hyper::client::conn::http1::handshake(rt::HyperIo(io)).await?;
+    let (send, conn) = hyper::client::conn::http1::handshake(rt::H1Io::new(io)).await?;
     glommio::spawn_local(async move {
         if let Err(e) = conn.await {
             tracing::debug!(%url, error = %e, "HTTP/1.1 connection ended");

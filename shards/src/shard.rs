@@ -153,6 +153,58 @@ impl ShardPlan {
     }
 }
 
+/// Units of a shard's `permits` (its share of `max-concurrent-records`)
+/// held by records, given back when dropped. A batch gathers its records'
+/// units into one: one release per batch instead of one per record.
+#[derive(Debug)]
+pub struct Held {
+    sem: Rc<Semaphore>,
+    units: u64,
+}
+
+impl Held {
+    /// One unit at once, if one is free and nobody waits for one;
+    /// `Err(())` once the semaphore is closed.
+    pub(crate) fn try_one(sem: &Rc<Semaphore>) -> Result<Option<Held>, ()> {
+        match sem.try_acquire(1) {
+            Ok(true) => Ok(Some(Held {
+                sem: sem.clone(),
+                units: 1,
+            })),
+            Ok(false) => Ok(None),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// One unit, waiting for it; None once the semaphore is closed.
+    pub async fn one(sem: &Rc<Semaphore>) -> Option<Held> {
+        sem.acquire(1).await.ok()?;
+        Some(Held {
+            sem: sem.clone(),
+            units: 1,
+        })
+    }
+
+    /// Takes over `other`'s units (of the same semaphore).
+    pub fn absorb(&mut self, mut other: Held) {
+        debug_assert!(Rc::ptr_eq(&self.sem, &other.sem));
+        self.units += std::mem::take(&mut other.units);
+    }
+
+    /// Units held.
+    pub fn units(&self) -> u64 {
+        self.units
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.units > 0 {
+            self.sem.signal(self.units);
+        }
+    }
+}
+
 /// What every task of a shard shares (single-threaded: `Rc`, `Cell`).
 pub struct ShardCtx {
     pub index: usize,
