@@ -10,7 +10,7 @@ use std::{
     future::Future,
     pin::Pin,
     rc::{Rc, Weak},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -21,6 +21,11 @@ struct Inner {
     id: u64,
 
     is_charged: bool,
+
+    /// SLUICE-PATCH: the waker the reactor holds for this timer while it is
+    /// charged, so that a poll with the same waker does not take the timer
+    /// out of the reactor's map and put it back (see `poll`).
+    waker: Option<Waker>,
 
     /// When this timer fires.
     when: Instant,
@@ -34,6 +39,12 @@ impl Inner {
         if self.is_charged {
             // Deregister the timer from the reactor.
             waker = self.reactor.upgrade().unwrap().remove_timer(self.id);
+            // SLUICE-PATCH: a timer the reactor already fired (and dropped)
+            // is not charged any more: the next poll registers it again.
+            if waker.is_none() {
+                self.is_charged = false;
+                self.waker = None;
+            }
         }
 
         // Update the timeout.
@@ -101,6 +112,7 @@ impl Timer {
             inner: Rc::new(RefCell::new(Inner {
                 id: reactor.register_timer(),
                 is_charged: false,
+                waker: None,
                 when: Instant::now() + dur,
                 reactor: Rc::downgrade(&reactor),
             })),
@@ -114,6 +126,7 @@ impl Timer {
             inner: Rc::new(RefCell::new(Inner {
                 id,
                 is_charged: false,
+                waker: None,
                 when: Instant::now() + dur,
                 reactor: Rc::downgrade(&crate::executor().reactor()),
             })),
@@ -170,12 +183,27 @@ impl Future for Timer {
             inner.reactor.upgrade().unwrap().remove_timer(inner.id);
             Poll::Ready(inner.when)
         } else {
+            // SLUICE-PATCH: already registered with a waker that wakes this
+            // task: nothing to change. Upstream removes and re-inserts the
+            // timer (a BTreeMap and a HashMap update) on every poll, and a
+            // future raced against a timeout is polled as often as its task
+            // is woken.
+            if inner.is_charged
+                && inner
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                return Poll::Pending;
+            }
             // Register the timer in the reactor.
+            let waker = cx.waker().clone();
+            inner.waker = Some(waker.clone());
             inner
                 .reactor
                 .upgrade()
                 .unwrap()
-                .insert_timer(inner.id, inner.when, cx.waker().clone());
+                .insert_timer(inner.id, inner.when, waker);
             inner.is_charged = true;
             Poll::Pending
         }
