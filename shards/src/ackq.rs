@@ -65,17 +65,7 @@ impl AckQueue {
 
     /// Decides slot `seq`. A slot already written (or decided) is left alone.
     pub fn decide(&mut self, seq: Seq, result: u8) {
-        let Some(i) = seq.checked_sub(self.base) else {
-            return;
-        };
-        if let Some(slot) = self.slots.get_mut(i as usize) {
-            if slot.result == PENDING {
-                slot.result = result;
-                if i == 0 {
-                    self.wake();
-                }
-            }
-        }
+        self.decide_run(seq, 1, result);
     }
 
     /// Decides the `n` slots from `first` on, like [`AckQueue::decide`]

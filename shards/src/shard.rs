@@ -190,11 +190,6 @@ impl Held {
         debug_assert!(Rc::ptr_eq(&self.sem, &other.sem));
         self.units += std::mem::take(&mut other.units);
     }
-
-    /// Units held.
-    pub fn units(&self) -> u64 {
-        self.units
-    }
 }
 
 impl Drop for Held {

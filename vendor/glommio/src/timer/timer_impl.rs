@@ -20,11 +20,10 @@ type Result<T> = crate::Result<T, ()>;
 struct Inner {
     id: u64,
 
-    is_charged: bool,
-
     /// SLUICE-PATCH: the waker the reactor holds for this timer while it is
-    /// charged, so that a poll with the same waker does not take the timer
-    /// out of the reactor's map and put it back (see `poll`).
+    /// charged (upstream: `is_charged: bool`), so that a poll with the same
+    /// waker does not take the timer out of the reactor's map and put it
+    /// back (see `poll`).
     waker: Option<Waker>,
 
     /// When this timer fires.
@@ -36,13 +35,12 @@ struct Inner {
 impl Inner {
     fn reset(&mut self, dur: Duration) {
         let mut waker = None;
-        if self.is_charged {
+        if self.waker.is_some() {
             // Deregister the timer from the reactor.
             waker = self.reactor.upgrade().unwrap().remove_timer(self.id);
             // SLUICE-PATCH: a timer the reactor already fired (and dropped)
             // is not charged any more: the next poll registers it again.
             if waker.is_none() {
-                self.is_charged = false;
                 self.waker = None;
             }
         }
@@ -111,7 +109,6 @@ impl Timer {
         Timer {
             inner: Rc::new(RefCell::new(Inner {
                 id: reactor.register_timer(),
-                is_charged: false,
                 waker: None,
                 when: Instant::now() + dur,
                 reactor: Rc::downgrade(&reactor),
@@ -125,7 +122,6 @@ impl Timer {
         Timer {
             inner: Rc::new(RefCell::new(Inner {
                 id,
-                is_charged: false,
                 waker: None,
                 when: Instant::now() + dur,
                 reactor: Rc::downgrade(&crate::executor().reactor()),
@@ -161,7 +157,7 @@ impl Timer {
 impl Drop for Timer {
     fn drop(&mut self) {
         let inner = self.inner.borrow_mut();
-        if inner.is_charged {
+        if inner.waker.is_some() {
             // Deregister the timer from the reactor. Reactor can be dropped already
             // if that is the case then reactor already removed the timer, and we do not
             // need to do anything
@@ -188,11 +184,10 @@ impl Future for Timer {
             // timer (a BTreeMap and a HashMap update) on every poll, and a
             // future raced against a timeout is polled as often as its task
             // is woken.
-            if inner.is_charged
-                && inner
-                    .waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
+            if inner
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
             {
                 return Poll::Pending;
             }
@@ -204,7 +199,6 @@ impl Future for Timer {
                 .upgrade()
                 .unwrap()
                 .insert_timer(inner.id, inner.when, waker);
-            inner.is_charged = true;
             Poll::Pending
         }
     }
