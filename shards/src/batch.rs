@@ -235,21 +235,20 @@ impl Batcher {
         let (me, plan, ctx, route) = (self.clone(), plan.clone(), ctx.clone(), self.route);
         let body = Bytes::from(open.body);
         let kept = body.clone();
-        let (runs, count, held, mut dead) = (open.runs, open.count, open.held, open.dead);
+        let (runs, count, held, dead) = (open.runs, open.count, open.held, open.dead);
         glommio::spawn_local(async move {
             let verdict = deliver(&plan, route, body, content_type, deadline, &ctx).await;
             // Frames are kept only while a dead-letter file is configured,
-            // and needed only for a rejected batch.
-            if matches!(verdict, Verdict::Rejected(_)) && dead.len() != count as usize {
-                dead = (0..count)
+            // and needed only for a rejected batch; without one for every
+            // record, the batch is answered as without a dead-letter file.
+            let dead = match verdict {
+                Verdict::Rejected(_) if dead.len() == count as usize => dead,
+                Verdict::Rejected(_) => (0..count)
                     .map(|_| Dead {
                         port: 0,
                         frame: None,
                     })
-                    .collect();
-            }
-            let dead = match verdict {
-                Verdict::Rejected(_) => dead,
+                    .collect(),
                 _ => Vec::new(),
             };
             let result = dlq::settle(&ctx, &plan.plan, verdict, &dead).await;
