@@ -17,6 +17,11 @@
 #                  dropped): how Elasticsearch, Splunk HEC and most serverless
 #                  endpoints are reached
 #   sink           `sluice sink --protocol h2c`
+# CONNECTIONS (a list, default "4 16"): max-connections-per-endpoint, each
+# measured in turn. A peer that advertises HTTP/2's default 64 KiB windows lets
+# 64 KiB per connection be unacknowledged: with 4 connections about 3.5 of the
+# shard's ~40 batches in flight are on the wire and the shard runs dry waiting
+# for WINDOW_UPDATEs; 16 connections keep it busy (perf/RESULTS.md).
 # BASE=<another sluice binary> (BASE_NAME, NEW_NAME: their labels) adds a row
 # per peer for it, alternated with
 # BIN run by run (a side-by-side comparison: "ratio" column).
@@ -24,7 +29,7 @@
 # symbols by self time. The result goes into perf/RESULTS.md between the
 # bench-batched.sh markers (RESULTS=0: print only).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
-# Env: RECORDS [1000000], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
+# Env: RECORDS [1000000], CONNECTIONS ["4 16"], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
 #      binary measured; default target/release/sluice), BASE, PERF=0 (no perf
 #      record), SKIP_BUILD=1, RESULTS=0.
 set -euo pipefail
@@ -33,6 +38,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-1000000}
 PEERS=${PEERS:-nghttpd nghttpd-large nginx}
+CONNECTIONS=${CONNECTIONS:-4 16}
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=${BIN:-$PWD/target/release/sluice}
 NEW_NAME=${NEW_NAME:-$(git rev-parse --short HEAD)}
@@ -69,7 +75,7 @@ for peer in $PEERS; do
 done
 
 # --- the connector ------------------------------------------------------------------
-start_connector() { # BINARY PEER
+start_connector() { # BINARY PEER CONNECTIONS
   XDR=$(free_port)
   cat >"$W/sluice.yml" <<EOF
 service:
@@ -80,7 +86,7 @@ destinations:
   dest:
     urls: ["http://127.0.0.1:${PORT[$2]}/in"]
     protocol: ${PROTO[$2]}
-    max-connections-per-endpoint: 4
+    max-connections-per-endpoint: $3
 routing:
   mode: static-multi-destination
   destinations: [dest]
@@ -102,9 +108,9 @@ gen_run() { # OUT RECORDS
     --records "$2" --rate max --connections 4 --in-flight 1024 >"$1" 2>"$1.log"
 }
 
-# measure BINARY PEER: one run; prints "µs-per-record acked/s".
+# measure BINARY PEER CONNECTIONS: one run; prints "µs-per-record acked/s".
 measure() {
-  start_connector "$1" "$2"
+  start_connector "$1" "$2" "$3"
   gen_run "$W/warm.json" 50000
   local before after acked
   before=$(cpu_of "$CPID")
@@ -121,21 +127,24 @@ SIDES=(new)
 declare -A US RATES
 for i in $(seq 1 "$RUNS"); do
   for peer in $PEERS; do
-    for side in "${SIDES[@]}"; do
-      bin=$BIN
-      [ "$side" = base ] && bin=$BASE
-      read -r u r < <(measure "$bin" "$peer")
-      US[$side,$peer]="${US[$side,$peer]:-} $u"
-      RATES[$side,$peer]="${RATES[$side,$peer]:-} $r"
-      echo "== run $i/$RUNS, $peer, $side: $u µs CPU per record, $r acked/s"
+    for conns in $CONNECTIONS; do
+      for side in "${SIDES[@]}"; do
+        bin=$BIN
+        [ "$side" = base ] && bin=$BASE
+        read -r u r < <(measure "$bin" "$peer" "$conns")
+        US[$side,$peer,$conns]="${US[$side,$peer,$conns]:-} $u"
+        RATES[$side,$peer,$conns]="${RATES[$side,$peer,$conns]:-} $r"
+        echo "== run $i/$RUNS, $peer, $conns connections, $side: $u µs CPU per record, $r acked/s"
+      done
     done
   done
 done
 
 TOP=""
 FIRST=${PEERS%% *}
+FIRST_CONNS=${CONNECTIONS##* }
 if [ "${PERF:-1}" != 0 ] && command -v perf >/dev/null; then
-  start_connector "$BIN" "$FIRST"
+  start_connector "$BIN" "$FIRST" "$FIRST_CONNS"
   gen_run "$W/warm.json" 50000
   perf record -F 999 -g -p "$CPID" -o "$W/perf.data" >/dev/null 2>&1 &
   P=$!
@@ -148,14 +157,15 @@ if [ "${PERF:-1}" != 0 ] && command -v perf >/dev/null; then
     | grep -E '^ +[0-9.]+%' | head -10 | sed -E 's/^ +//; s/[ -]+$//' || true)
 fi
 
-row() { # SIDE PEER LABEL -> a table row; sets MED
+row() { # SIDE PEER CONNECTIONS LABEL -> a table row; sets MED
+  local k=$1,$2,$3
   # shellcheck disable=SC2086
-  MED=$(median ${US[$1,$2]})
+  MED=$(median ${US[$k]})
   # shellcheck disable=SC2086
-  local rate; rate=$(printf '%.0f' "$(median ${RATES[$1,$2]})")
+  local rate; rate=$(printf '%.0f' "$(median ${RATES[$k]})")
   local met; met=$(python3 -c "print('met' if $MED <= 1.0 else 'not met')")
   # shellcheck disable=SC2086
-  echo "| $2 | $3 | $(echo ${US[$1,$2]} | sed 's/ /, /g') | **$(printf '%.3f' "$MED")** = $(python3 -c "print('%.2f' % (1 / $MED))") M/CPU-s, $met | $rate |"
+  echo "| $2 | $3 | $4 | $(echo ${US[$k]} | sed 's/ /, /g') | **$(printf '%.3f' "$MED")** = $(python3 -c "print('%.2f' % (1 / $MED))") M/CPU-s, $met | $rate |"
 }
 {
   echo "<!-- bench-batched.sh:begin -->"
@@ -164,27 +174,29 @@ row() { # SIDE PEER LABEL -> a table row; sets MED
   echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs;"
   echo "$(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD), load average before: $LOAD0."
   echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEERS=\"$PEERS\"${BASE:+, BASE=$BASE_NAME}). sluice \`--shards 1 --cores 0\`,"
-  echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, 4 connections (HTTP/2, or HTTP/1.1 to nginx);"
+  echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, \`max-connections-per-endpoint\` as in the connections column (HTTP/2, or HTTP/1.1 to nginx);"
   echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and the peers on CPU $LOADCPU."
   echo "sluice CPU = utime + stime from /proc/PID/stat around each run (after a 50 000-record warm-up);"
-  echo "runs alternate between peers${BASE:+ and binaries}. nghttpd: 64 KiB HTTP/2 windows; nghttpd-large: \`-W 24 -w 20\`."
+  echo "runs alternate between peers, connection counts${BASE:+ and binaries}. nghttpd: 64 KiB HTTP/2 windows; nghttpd-large: \`-W 24 -w 20\`."
   echo
-  echo "| peer | binary | µs CPU / acked record, each run | median | gen acked/s (median) |"
-  echo "|---|---|---|---|---|"
+  echo "| peer | connections | binary | µs CPU / acked record, each run | median | gen acked/s (median) |"
+  echo "|---|---|---|---|---|---|"
   for peer in $PEERS; do
-    row new "$peer" "$NEW_NAME"
-    NEWMED=$MED
-    if [ -n "${BASE:-}" ]; then
-      row base "$peer" "$BASE_NAME"
-      echo "| $peer | ratio | | **$(python3 -c "print('%.2f' % ($NEWMED / $MED))")×** | |"
-    fi
+    for conns in $CONNECTIONS; do
+      row new "$peer" "$conns" "$NEW_NAME"
+      NEWMED=$MED
+      if [ -n "${BASE:-}" ]; then
+        row base "$peer" "$conns" "$BASE_NAME"
+        echo "| $peer | $conns | ratio | | **$(python3 -c "print('%.2f' % ($NEWMED / $MED))")×** | |"
+      fi
+    done
   done
   echo
   echo "Target ≥ 1 M records per CPU second (≤ 1 µs per record), per peer in the median column."
   if [ -n "$TOP" ]; then
     echo
     echo "Where sluice's time goes (\`perf record -F 999 -g -p PID\` over one more run of $RECORDS records"
-    echo "against $FIRST; \`perf report --no-children --sort symbol\`, top 10 by self time):"
+    echo "against $FIRST with $FIRST_CONNS connections; \`perf report --no-children --sort symbol\`, top 10 by self time):"
     echo
     echo '```'
     echo "$TOP"
