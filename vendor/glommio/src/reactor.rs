@@ -183,6 +183,7 @@ impl Reactor {
         record_io_latencies: bool,
         blocking_thread: BlockingThreadPool,
     ) -> io::Result<Reactor> {
+        sys::remember_local_notifier(&notifier);
         let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread)?;
         let (preempt_ptr_head, preempt_ptr_tail) = sys.preempt_pointers();
         Ok(Reactor {

@@ -274,7 +274,28 @@ pub(super) fn new_sleep_notifier() -> io::Result<Arc<SleepNotifier>> {
     state.new_local_state()
 }
 
+thread_local! {
+    /// sluice: the notifier of the executor this thread runs, so that a task
+    /// spawned on it (one per unbatched record) finds it without the global
+    /// lock and map; weak, so that it says `None` once that executor is gone,
+    /// as the map does.
+    static LOCAL_NOTIFIER: std::cell::RefCell<Option<(usize, std::sync::Weak<SleepNotifier>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// sluice: called on the executor's own thread when its reactor is made.
+pub(crate) fn remember_local_notifier(notifier: &Arc<SleepNotifier>) {
+    LOCAL_NOTIFIER.with(|n| *n.borrow_mut() = Some((notifier.id, Arc::downgrade(notifier))));
+}
+
 pub(crate) fn get_sleep_notifier_for(id: usize) -> Option<Arc<SleepNotifier>> {
+    let local = LOCAL_NOTIFIER.with(|n| match &*n.borrow() {
+        Some((local, weak)) if *local == id => Some(weak.upgrade()),
+        _ => None,
+    });
+    if let Some(found) = local {
+        return found;
+    }
     if id == usize::MAX {
         Some(REACTOR_DISCONNECTED.clone())
     } else {
