@@ -1829,16 +1829,34 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // sluice: a latency timer that has not fired yet is kept when the
+        // executor will not sleep (a preempt timer is wanted), instead of
+        // being cancelled and armed again on every turn of the executor's
+        // loop — two SQEs, a timer set up and torn down in the kernel and
+        // usually one more `io_uring_enter` per turn. It then fires up to one
+        // preempt period after it was armed, not after this turn began.
+        let pending = |src: &Source| src.result().is_none();
+        let kept_latency = self
+            .latency_preemption_timeout_src
+            .take()
+            .filter(|s| preempt_timer().is_some() && pending(s));
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // up sleeping. (sluice: unless the previous one is still pending,
+        // for the same reason.)
+        let throughput = self.throughput_preemption_timeout_src.take();
+        if throughput.as_ref().is_some_and(pending) {
+            self.throughput_preemption_timeout_src.set(throughput);
+        } else {
+            drop(throughput);
+            self.throughput_preemption_timeout_src.set(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1889,9 +1907,13 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            if let Some(kept) = kept_latency {
+                self.latency_preemption_timeout_src.set(Some(kept));
+            } else {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
