@@ -319,6 +319,53 @@ impl<'v> Cursor<'v> {
         clean
     }
 
+    /// Copies `s` (16 bytes or more; the room must hold them) 16 bytes per
+    /// step and keeps it (moves `pos` past it, returns `true`) when none of
+    /// its bytes must be escaped in JSON text (below 0x20, `"` or `\\`):
+    /// the test and the copy share their loads, where a separate test and
+    /// `memcpy` read the text twice. Else the bytes stored do not count
+    /// (`pos` stays) and it returns `false`.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline]
+    pub fn long_if_json_clean(&mut self, s: &[u8]) -> bool {
+        use std::arch::x86_64::{
+            __m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_setzero_si128,
+            _mm_storeu_si128,
+        };
+        let n = s.len();
+        debug_assert!(n >= 16);
+        self.check(n);
+        if n < 16 {
+            return false;
+        }
+        let (src, dst) = (s.as_ptr(), self.pos);
+        // SAFETY: every load reads 16 bytes of `s` (`i + 16 <= n`, and the
+        // last step starts at `n - 16`, with `n >= 16`); every store writes
+        // the same 16 bytes at `dst`, inside the room that holds `n`. The
+        // intrinsics need SSE2, enabled for this build (the `cfg`).
+        unsafe {
+            let step = |at: usize, acc: __m128i| {
+                let v = _mm_loadu_si128(src.add(at).cast());
+                _mm_storeu_si128(dst.add(at).cast(), v);
+                _mm_or_si128(acc, json_escape_mask(v))
+            };
+            let mut acc = _mm_setzero_si128();
+            let mut i = 0;
+            while i + 16 <= n {
+                acc = step(i, acc);
+                i += 16;
+            }
+            if i < n {
+                acc = step(n - 16, acc);
+            }
+            if _mm_movemask_epi8(acc) != 0 {
+                return false;
+            }
+            self.pos = dst.add(n);
+        }
+        true
+    }
+
     /// `s` (at most 32 bytes) at `pos`, without moving `pos`: the first and
     /// the last word of the size class overlap, so every byte is written.
     #[inline(always)]
@@ -431,21 +478,27 @@ impl<'v> Cursor<'v> {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 pub(crate) fn sse2_json_dirty(a: &[u8; 8], b: &[u8; 8]) -> bool {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        _mm_set_epi64x,
-    };
+    use std::arch::x86_64::{_mm_movemask_epi8, _mm_set_epi64x};
     // SAFETY: these intrinsics only compute on registers (no memory is
     // read or written), and SSE2 is enabled for this build (the `cfg`
     // above; every x86-64 processor has it).
     unsafe {
         let v = _mm_set_epi64x(i64::from_le_bytes(*b), i64::from_le_bytes(*a));
-        // Below 0x20 exactly when the unsigned minimum with 0x1f is the byte.
-        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
-        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-        _mm_movemask_epi8(_mm_or_si128(control, _mm_or_si128(quote, backslash))) != 0
+        _mm_movemask_epi8(json_escape_mask(v)) != 0
     }
+}
+
+/// 0xff in each byte of `v` that must be escaped in JSON text (below 0x20,
+/// `"` or `\\`), 0 in the others.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+unsafe fn json_escape_mask(v: std::arch::x86_64::__m128i) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_min_epu8, _mm_or_si128, _mm_set1_epi8};
+    // Below 0x20 exactly when the unsigned minimum with 0x1f is the byte.
+    let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+    let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+    let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+    _mm_or_si128(control, _mm_or_si128(quote, backslash))
 }
 
 impl Drop for Cursor<'_> {

@@ -161,11 +161,24 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 #[inline]
 fn put_str(c: &mut Cursor<'_>, s: &str) {
     let bytes = s.as_bytes();
-    if short_clean(bytes).unwrap_or_else(|| is_clean(bytes)) {
-        c.ensure(bytes.len() + 2);
-        c.quoted(bytes);
-    } else {
-        put_escaped(c, bytes);
+    match short_clean(bytes) {
+        Some(true) => {
+            c.ensure(bytes.len() + 2);
+            c.quoted(bytes);
+        }
+        Some(false) => put_escaped(c, bytes),
+        None => {
+            // Longer text copied while tested.
+            c.ensure(bytes.len() + 2);
+            let at = c.len();
+            c.byte(b'"');
+            if copy_clean_long(c, bytes) {
+                c.byte(b'"');
+            } else {
+                c.truncate(at);
+                put_escaped(c, bytes);
+            }
+        }
     }
 }
 
@@ -214,6 +227,20 @@ fn copy_clean(c: &mut Cursor<'_>, s: &[u8]) -> bool {
         |a, b| dirty_words(a, b),
         |b| ESCAPE[usize::from(b)],
     )
+}
+
+/// Copies `s` (more than 16 bytes; the caller made the room) when no byte
+/// of it must be escaped; `false`, having written nothing that counts,
+/// otherwise.
+#[inline(always)]
+fn copy_clean_long(c: &mut Cursor<'_>, s: &[u8]) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return c.long_if_json_clean(s);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return is_clean(s) && {
+        c.slice(s);
+        true
+    };
 }
 
 /// An output bin name as a JSON string (makes its own room).
@@ -1041,10 +1068,17 @@ fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
             c.put(b"\"}");
             return true;
         }
-        (STRING, _) if is_clean(value) => {
-            c.put(b"\",\"type\":\"str\",\"value\":");
-            c.ensure(value.len() + 3);
-            c.quoted(value);
+        (STRING, _) => {
+            // Longer text copied while tested, as above.
+            let at = c.len();
+            c.put(b"\",\"type\":\"str\",\"value\":\"");
+            c.ensure(value.len() + 2);
+            if !copy_clean_long(c, value) {
+                c.truncate(at);
+                return false;
+            }
+            c.put(b"\"}");
+            return true;
         }
         (particle::LIST | particle::MAP, _) => {
             // Only a fix-size header with no ext element after it: no
