@@ -1055,25 +1055,18 @@ fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
             c.put(b"\",\"type\":\"bool\",\"value\":");
             boolean(c, b != 0);
         }
-        (STRING, _) if value.len() <= 16 => {
-            // Short text copied as words while tested; escaped text is
-            // left to the general writer.
-            let at = c.len();
-            c.put(b"\",\"type\":\"str\",\"value\":\"");
-            c.ensure(value.len() + 2);
-            if !copy_clean(c, value) {
-                c.truncate(at);
-                return false;
-            }
-            c.put(b"\"}");
-            return true;
-        }
         (STRING, _) => {
-            // Longer text copied while tested, as above.
+            // Text copied while tested (up to 16 bytes as words, longer 16
+            // bytes per step); escaped text is left to the general writer.
             let at = c.len();
             c.put(b"\",\"type\":\"str\",\"value\":\"");
             c.ensure(value.len() + 2);
-            if !copy_clean_long(c, value) {
+            let clean = if value.len() <= 16 {
+                copy_clean(c, value)
+            } else {
+                copy_clean_long(c, value)
+            };
+            if !clean {
                 c.truncate(at);
                 return false;
             }
