@@ -1124,7 +1124,7 @@ fn put_wire_bins<'a>(
     // A local copy, which the compiler keeps in registers (the argument
     // lives in the caller's memory).
     let mut ops = ops;
-    while let Some(op) = ops.next_span() {
+    while let Some(op) = ops.next_to_end() {
         let Some(name) = select(op.name) else {
             continue;
         };

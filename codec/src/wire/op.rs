@@ -237,6 +237,18 @@ impl<'a> BinIter<'a> {
         span
     }
 
+    /// [`BinIter::next_span`] for a walk that needs no count of what is
+    /// left: it ends where the ops region ends (the parser checked that the
+    /// ops fill it exactly), so one test per op instead of a count kept
+    /// beside the cursor.
+    #[inline]
+    pub(crate) fn next_to_end(&mut self) -> Option<OpSpan<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        self.span()
+    }
+
     /// Cuts the op at the front of `rest`: only the slicing checks safe
     /// code needs (each one compare), none of the parser's.
     #[inline]
