@@ -319,6 +319,33 @@ impl<'v> Cursor<'v> {
         clean
     }
 
+    /// Stores all 16 bytes of `w` and keeps the first `n` (at most 16;
+    /// moves `pos` past them, returns `true`) when none of those `n` must
+    /// be escaped in JSON text (below 0x20, `"` or `\\`): short text read
+    /// with what follows it, one load, one store and one test whatever its
+    /// length. Else the bytes stored do not count (`pos` stays) and it
+    /// returns `false`. The room must hold 16.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    pub fn head_if_json_clean(&mut self, w: &[u8; 16], n: usize) -> bool {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm_movemask_epi8, _mm_storeu_si128};
+        debug_assert!(n <= 16);
+        self.check(16);
+        // SAFETY: the load reads the 16 bytes of `w`; the store writes 16
+        // bytes at `pos`, inside the room (checked above in debug builds);
+        // `pos` moves by `n <= 16`. SSE2 is enabled for this build.
+        unsafe {
+            let v = _mm_loadu_si128(w.as_ptr().cast());
+            _mm_storeu_si128(self.pos.cast(), v);
+            let keep = (1u32 << n) - 1;
+            if _mm_movemask_epi8(json_escape_mask(v)) as u32 & keep != 0 {
+                return false;
+            }
+            self.pos = self.pos.add(n);
+        }
+        true
+    }
+
     /// Copies `s` (16 bytes or more; the room must hold them) 16 bytes per
     /// step and keeps it (moves `pos` past it, returns `true`) when none of
     /// its bytes must be escaped in JSON text (below 0x20, `"` or `\\`):
@@ -599,6 +626,40 @@ mod tests {
                 }
                 want.push(b'>');
                 assert_eq!(out, want, "{n} {bad:?}");
+            }
+        }
+    }
+
+    /// `head_if_json_clean` keeps the first `n` bytes exactly when none
+    /// of them is to be escaped, whatever follows them in the 16: every
+    /// `n` up to 16, a `"`, `\\` or control byte at every position.
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    fn head_copies_test_only_the_bytes_kept() {
+        for n in 0..=16 {
+            for bad in (0..16).map(Some).chain([None]) {
+                for b in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut w = [0u8; 16];
+                    for (i, x) in w.iter_mut().enumerate() {
+                        *x = if Some(i) == bad { b } else { b'a' + i as u8 };
+                    }
+                    let mut out = b"xy".to_vec();
+                    let kept = {
+                        let mut c = Cursor::new(&mut out);
+                        c.ensure(16 + 1);
+                        let kept = c.head_if_json_clean(&w, n);
+                        c.byte(b'>');
+                        kept
+                    };
+                    let clean = bad.is_none_or(|at| at >= n);
+                    assert_eq!(kept, clean, "{n} {bad:?} {b}");
+                    let mut want = b"xy".to_vec();
+                    if kept {
+                        want.extend_from_slice(&w[..n]);
+                    }
+                    want.push(b'>');
+                    assert_eq!(out, want, "{n} {bad:?} {b}");
+                }
             }
         }
     }

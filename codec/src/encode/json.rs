@@ -243,6 +243,17 @@ fn copy_clean_long(c: &mut Cursor<'_>, s: &[u8]) -> bool {
     };
 }
 
+/// Copies text of at most 16 bytes, the first `n` of `head` (the text and
+/// what follows it; the caller made room for 16), when no byte of it must
+/// be escaped; `false`, having written nothing that counts, otherwise.
+#[inline(always)]
+fn copy_clean_head(c: &mut Cursor<'_>, head: &[u8; 16], n: usize) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return c.head_if_json_clean(head, n);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return head.get(..n).is_some_and(|s| copy_clean(c, s));
+}
+
 /// An output bin name as a JSON string (makes its own room).
 #[inline]
 fn put_name(c: &mut Cursor<'_>, name: &OutName<'_>) {
@@ -1015,16 +1026,23 @@ const AFTER_NAME: usize = TYPE_AND_VALUE_KEY_MAX + SCALAR_MAX + 1;
 /// quote, which the `type` key after it writes (makes its own room, and
 /// [`AFTER_NAME`] bytes more).
 #[inline(always)]
-fn put_bin_name(c: &mut Cursor<'_>, name: &OutName<'_>) {
+fn put_bin_name(c: &mut Cursor<'_>, name: &OutName<'_>, head: Option<&[u8; 16]>) {
     // The first bin's `,` becomes the array's `[` (see `write_json`).
     // `,{"name":"` (10 bytes, one 16-byte store), then a name of up to 16
-    // bytes copied as words while tested.
+    // bytes copied while tested: as one 16-byte store when `head` holds
+    // it (the name and what follows it), else as words.
     c.ensure(16 + 16 + AFTER_NAME);
     let at = c.len() + 9;
     c.put_padded(b",{\"name\":\"______", 10);
     let base = name.base.as_bytes();
-    if name.case == super::Case::Keep && base.len() <= 16 && copy_clean(c, base) {
-        return;
+    if name.case == super::Case::Keep && base.len() <= 16 {
+        let clean = match head {
+            Some(w) => copy_clean_head(c, w, base.len()),
+            None => copy_clean(c, base),
+        };
+        if clean {
+            return;
+        }
     }
     // Any other name through the general writers, quotes included; the
     // closing quote is then taken back.
@@ -1124,11 +1142,18 @@ fn put_wire_bins<'a>(
     // A local copy, which the compiler keeps in registers (the argument
     // lives in the caller's memory).
     let mut ops = ops;
-    while let Some(op) = ops.next_to_end() {
+    loop {
+        let head = ops.next_name_head();
+        let Some(op) = ops.next_to_end() else {
+            break;
+        };
         let Some(name) = select(op.name) else {
             continue;
         };
-        put_bin_name(c, &name);
+        // The name's bytes on the wire are the output name's when the
+        // policy keeps it (the every-bin-as-named copy knows it).
+        let head = head.filter(|_| std::ptr::eq(name.base, op.name));
+        put_bin_name(c, &name, head);
         if !put_common_bin(c, op.ptype, op.value) {
             let Some(value) = op.value() else {
                 break;
@@ -1233,7 +1258,7 @@ where
                         let Some(name) = policy.select(bin.name) else {
                             continue;
                         };
-                        put_bin_name(c, &name);
+                        put_bin_name(c, &name, None);
                         put_type_and_value_key(c, &bin.value);
                         put_bin_value_and_end(c, &bin.value, bin.name)?;
                     }

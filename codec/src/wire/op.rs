@@ -249,6 +249,14 @@ impl<'a> BinIter<'a> {
         self.span()
     }
 
+    /// The 16 bytes from the name of the next op on (its name, then what
+    /// follows it), when the region holds them: a writer copies a short
+    /// name with one 16-byte store.
+    #[inline]
+    pub(crate) fn next_name_head(&self) -> Option<&'a [u8; 16]> {
+        self.rest.get(OP_HEADER..)?.first_chunk()
+    }
+
     /// Cuts the op at the front of `rest`: only the slicing checks safe
     /// code needs (each one compare), none of the parser's.
     #[inline]
