@@ -80,6 +80,18 @@ fn escape_bits(w: u64) -> u64 {
     below_space | zero(w ^ (u64::from(b'"') * ONES)) | zero(w ^ (u64::from(b'\\') * ONES))
 }
 
+/// True when one of the 16 bytes of two 8-byte pieces must be escaped
+/// (below 0x20, `"` or `\\`): one SSE2 compare run over both where the
+/// target has it (about half the instructions of two [`escape_bits`]
+/// words), else two such words.
+#[inline(always)]
+fn dirty_words(a: &[u8; 8], b: &[u8; 8]) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return super::cursor::sse2_json_dirty(a, b);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return escape_bits(u64::from_le_bytes(*a)) | escape_bits(u64::from_le_bytes(*b)) != 0;
+}
+
 /// True when one of the 16 bytes must be escaped. A fold over the bytes
 /// with no early exit, which LLVM compiles to a few SSE2 compares and one
 /// mask test (baseline x86-64): about half the instructions of two
@@ -149,11 +161,24 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 #[inline]
 fn put_str(c: &mut Cursor<'_>, s: &str) {
     let bytes = s.as_bytes();
-    if short_clean(bytes).unwrap_or_else(|| is_clean(bytes)) {
-        c.ensure(bytes.len() + 2);
-        c.quoted(bytes);
-    } else {
-        put_escaped(c, bytes);
+    match short_clean(bytes) {
+        Some(true) => {
+            c.ensure(bytes.len() + 2);
+            c.quoted(bytes);
+        }
+        Some(false) => put_escaped(c, bytes),
+        None => {
+            // Longer text copied while tested.
+            c.ensure(bytes.len() + 2);
+            let at = c.len();
+            c.byte(b'"');
+            if copy_clean_long(c, bytes) {
+                c.byte(b'"');
+            } else {
+                c.truncate(at);
+                put_escaped(c, bytes);
+            }
+        }
     }
 }
 
@@ -165,9 +190,7 @@ fn short_clean(bytes: &[u8]) -> Option<bool> {
         return None;
     }
     Some(match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
-        (Some(a), Some(b)) => {
-            escape_bits(u64::from_le_bytes(*a)) | escape_bits(u64::from_le_bytes(*b)) == 0
-        }
+        (Some(a), Some(b)) => !dirty_words(a, b),
         _ => is_clean(bytes),
     })
 }
@@ -194,8 +217,41 @@ fn put_escaped(c: &mut Cursor<'_>, bytes: &[u8]) {
 /// of it must be escaped, testing the words it copies; `false`, having
 /// written nothing that counts, otherwise (`Cursor::short_if`).
 #[inline(always)]
+// A closure marked `inline(always)`, not the fn item: passed as is, the
+// item was called out of line through its `Fn` shim.
+#[allow(clippy::redundant_closure)]
 fn copy_clean(c: &mut Cursor<'_>, s: &[u8]) -> bool {
-    c.short_if(s, escape_bits, |b| ESCAPE[usize::from(b)])
+    c.short_if(
+        s,
+        #[inline(always)]
+        |a, b| dirty_words(a, b),
+        |b| ESCAPE[usize::from(b)],
+    )
+}
+
+/// Copies `s` (more than 16 bytes; the caller made the room) when no byte
+/// of it must be escaped; `false`, having written nothing that counts,
+/// otherwise.
+#[inline(always)]
+fn copy_clean_long(c: &mut Cursor<'_>, s: &[u8]) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return c.long_if_json_clean(s);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return is_clean(s) && {
+        c.slice(s);
+        true
+    };
+}
+
+/// Copies text of at most 16 bytes, the first `n` of `head` (the text and
+/// what follows it; the caller made room for 16), when no byte of it must
+/// be escaped; `false`, having written nothing that counts, otherwise.
+#[inline(always)]
+fn copy_clean_head(c: &mut Cursor<'_>, head: &[u8; 16], n: usize) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return c.head_if_json_clean(head, n);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return head.get(..n).is_some_and(|s| copy_clean(c, s));
 }
 
 /// An output bin name as a JSON string (makes its own room).
@@ -970,16 +1026,23 @@ const AFTER_NAME: usize = TYPE_AND_VALUE_KEY_MAX + SCALAR_MAX + 1;
 /// quote, which the `type` key after it writes (makes its own room, and
 /// [`AFTER_NAME`] bytes more).
 #[inline(always)]
-fn put_bin_name(c: &mut Cursor<'_>, name: &OutName<'_>) {
+fn put_bin_name(c: &mut Cursor<'_>, name: &OutName<'_>, head: Option<&[u8; 16]>) {
     // The first bin's `,` becomes the array's `[` (see `write_json`).
     // `,{"name":"` (10 bytes, one 16-byte store), then a name of up to 16
-    // bytes copied as words while tested.
+    // bytes copied while tested: as one 16-byte store when `head` holds
+    // it (the name and what follows it), else as words.
     c.ensure(16 + 16 + AFTER_NAME);
     let at = c.len() + 9;
     c.put_padded(b",{\"name\":\"______", 10);
     let base = name.base.as_bytes();
-    if name.case == super::Case::Keep && base.len() <= 16 && copy_clean(c, base) {
-        return;
+    if name.case == super::Case::Keep && base.len() <= 16 {
+        let clean = match head {
+            Some(w) => copy_clean_head(c, w, base.len()),
+            None => copy_clean(c, base),
+        };
+        if clean {
+            return;
+        }
     }
     // Any other name through the general writers, quotes included; the
     // closing quote is then taken back.
@@ -1010,23 +1073,23 @@ fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
             c.put(b"\",\"type\":\"bool\",\"value\":");
             boolean(c, b != 0);
         }
-        (STRING, _) if value.len() <= 16 => {
-            // Short text copied as words while tested; escaped text is
-            // left to the general writer.
+        (STRING, _) => {
+            // Text copied while tested (up to 16 bytes as words, longer 16
+            // bytes per step); escaped text is left to the general writer.
             let at = c.len();
             c.put(b"\",\"type\":\"str\",\"value\":\"");
             c.ensure(value.len() + 2);
-            if !copy_clean(c, value) {
+            let clean = if value.len() <= 16 {
+                copy_clean(c, value)
+            } else {
+                copy_clean_long(c, value)
+            };
+            if !clean {
                 c.truncate(at);
                 return false;
             }
             c.put(b"\"}");
             return true;
-        }
-        (STRING, _) if is_clean(value) => {
-            c.put(b"\",\"type\":\"str\",\"value\":");
-            c.ensure(value.len() + 3);
-            c.quoted(value);
         }
         (particle::LIST | particle::MAP, _) => {
             // Only a fix-size header with no ext element after it: no
@@ -1079,11 +1142,18 @@ fn put_wire_bins<'a>(
     // A local copy, which the compiler keeps in registers (the argument
     // lives in the caller's memory).
     let mut ops = ops;
-    while let Some(op) = ops.next_span() {
+    loop {
+        let head = ops.next_name_head();
+        let Some(op) = ops.next_to_end() else {
+            break;
+        };
         let Some(name) = select(op.name) else {
             continue;
         };
-        put_bin_name(c, &name);
+        // The name's bytes on the wire are the output name's when the
+        // policy keeps it (the every-bin-as-named copy knows it).
+        let head = head.filter(|_| std::ptr::eq(name.base, op.name));
+        put_bin_name(c, &name, head);
         if !put_common_bin(c, op.ptype, op.value) {
             let Some(value) = op.value() else {
                 break;
@@ -1188,7 +1258,7 @@ where
                         let Some(name) = policy.select(bin.name) else {
                             continue;
                         };
-                        put_bin_name(c, &name);
+                        put_bin_name(c, &name, None);
                         put_type_and_value_key(c, &bin.value);
                         put_bin_value_and_end(c, &bin.value, bin.name)?;
                     }
@@ -1300,6 +1370,29 @@ mod tests {
         let mut v = Vec::new();
         f(&mut v);
         String::from_utf8(v).unwrap()
+    }
+
+    /// The two-word escape test agrees with the escape table for every
+    /// byte value at every one of the 16 positions (the rest clean).
+    #[test]
+    fn the_two_word_test_finds_every_byte_to_escape_anywhere() {
+        let mut found = 0;
+        for at in 0..16 {
+            for b in 0..=255u8 {
+                let mut w = [b'a'; 16];
+                w[at] = b;
+                let (x, y) = w.split_at(8);
+                let (x, y) = (x.try_into().unwrap(), y.try_into().unwrap());
+                let want = ESCAPE[usize::from(b)] != 0;
+                assert_eq!(dirty_words(x, y), want, "byte {b:#04x} at {at}");
+                assert_eq!(
+                    escape_bits(u64::from_le_bytes(*x)) | escape_bits(u64::from_le_bytes(*y)) != 0,
+                    want
+                );
+                found += usize::from(want);
+            }
+        }
+        assert_eq!(found, 16 * 34);
     }
 
     #[test]

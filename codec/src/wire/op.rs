@@ -203,8 +203,10 @@ pub(crate) fn validate(ops: &[u8], pos: usize, base: usize) -> Result<usize, Err
 /// Iterates over an ops region the parser has already validated.
 #[derive(Debug, Clone)]
 pub struct BinIter<'a> {
+    /// The whole ops region (for value offsets).
     ops: &'a [u8],
-    pos: usize,
+    /// The ops not yet cut: one slice cursor, as in the parser's walk.
+    rest: &'a [u8],
     left: u16,
 }
 
@@ -212,7 +214,7 @@ impl<'a> BinIter<'a> {
     pub(crate) fn new(ops: &'a [u8], count: u16) -> Self {
         BinIter {
             ops,
-            pos: 0,
+            rest: ops,
             left: count,
         }
     }
@@ -235,29 +237,50 @@ impl<'a> BinIter<'a> {
         span
     }
 
+    /// [`BinIter::next_span`] for a walk that needs no count of what is
+    /// left: it ends where the ops region ends (the parser checked that the
+    /// ops fill it exactly), so one test per op instead of a count kept
+    /// beside the cursor.
+    #[inline]
+    pub(crate) fn next_to_end(&mut self) -> Option<OpSpan<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        self.span()
+    }
+
+    /// The 16 bytes from the name of the next op on (its name, then what
+    /// follows it), when the region holds them: a writer copies a short
+    /// name with one 16-byte store.
+    #[inline]
+    pub(crate) fn next_name_head(&self) -> Option<&'a [u8; 16]> {
+        self.rest.get(OP_HEADER..)?.first_chunk()
+    }
+
+    /// Cuts the op at the front of `rest`: only the slicing checks safe
+    /// code needs (each one compare), none of the parser's.
     #[inline]
     fn span(&mut self) -> Option<OpSpan<'a>> {
-        let pos = self.pos;
-        let (h, after) = self.ops.get(pos..)?.split_first_chunk::<OP_HEADER>()?;
-        let size = usize::try_from(u32::from_be_bytes([h[0], h[1], h[2], h[3]])).ok()?;
-        let (ptype, flags, name_len) = (h[5], h[6], usize::from(h[7]));
-        let body = after.get(..size.checked_sub(4)?)?;
-        let (name, after) = body.split_at_checked(name_len)?;
-        let (lut, value, lut_len) = if flags & FLAG_HAS_LUT != 0 {
+        let (h, body) = self.rest.split_first_chunk::<OP_HEADER>()?;
+        let [s0, s1, s2, s3, _, ptype, flags, name_len] = *h;
+        let size = u32::from_be_bytes([s0, s1, s2, s3]) as usize;
+        let (op, next) = body.split_at_checked(size.checked_sub(4)?)?;
+        let (name, after) = op.split_at_checked(usize::from(name_len))?;
+        let (wire_lut, value) = if flags & FLAG_HAS_LUT != 0 {
             let (l, v) = after.split_first_chunk::<8>()?;
-            (Some(u64::from_be_bytes(*l)), v, 8)
+            (Some(u64::from_be_bytes(*l)), v)
         } else {
-            (None, after, 0)
+            (None, after)
         };
-        // The parser checked every name of these ops.
-        let name = particle::text(name, Utf8::Validated).ok()?;
-        self.pos = pos + 4 + size;
+        self.rest = next;
         Some(OpSpan {
             ptype,
-            name,
-            wire_lut: lut,
+            // The parser checked every name of these ops.
+            name: particle::text(name, Utf8::Validated).ok()?,
+            wire_lut,
             value,
-            value_at: pos + OP_HEADER + name_len + lut_len,
+            // Only read when a value is decoded (its error offsets).
+            value_at: value.as_ptr() as usize - self.ops.as_ptr() as usize,
         })
     }
 }
