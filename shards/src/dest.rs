@@ -682,23 +682,30 @@ impl Pool {
     ) -> Result<(u16, Option<Duration>), AttemptError> {
         let ep = &self.endpoints[i];
         let url = || ep.plan.url.clone();
-        let conn = self.h2_conn(i).await?;
-        let mut send = conn.send.clone();
+        // The connection's handles are this request's own (a clone): h2's
+        // `SendRequest` is cloned once per request, not twice (a clone and
+        // its drop lock h2's state: 400 instructions per record).
+        let H2Conn {
+            send,
+            broken,
+            bodies,
+            ..
+        } = self.h2_conn(i).await?;
         let fail = |e: h2::Error| AttemptError::Request {
             url: url(),
             why: e.to_string(),
         };
-        send = send.ready().await.map_err(|e| {
-            conn.broken.set(true);
+        let mut send = send.ready().await.map_err(|e| {
+            broken.set(true);
             fail(e)
         })?;
         let empty = body.is_empty();
         let (resp, mut stream) = send.send_request(req, empty).map_err(|e| {
-            conn.broken.set(true);
+            broken.set(true);
             fail(e)
         })?;
         // Registered until this request ends, however it ends.
-        let _sending = conn.bodies.as_ref().map(|b| Sending::new(b, &body));
+        let _sending = bodies.as_ref().map(|b| Sending::new(b, &body));
         if !empty {
             stream.send_data(body, true).map_err(fail)?;
         }

@@ -315,12 +315,16 @@ impl Session {
                     dead: Dead::of(&plan.plan, self.port, frame),
                     order,
                 };
-                glommio::spawn_local(async move {
+                // Boxed before it is spawned: the future is kilobytes (the
+                // delivery's whole state machine), and glommio moves what it
+                // is given by value through its spawn path (four copies of
+                // it per record); a box moves as a pointer.
+                glommio::spawn_local(Box::pin(async move {
                     let result = crate::order::deliver(&ctx, &plan, outbound).await;
                     acks.borrow_mut().decide(seq, result);
                     ctx.record_done(received);
                     drop(permit);
-                })
+                }))
                 .detach();
             }
             Prepared::Refused(verdict) => {
