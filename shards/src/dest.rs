@@ -32,6 +32,7 @@ use http_body_util::{BodyExt, Full};
 use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion, RetryBudgetPlan, StatusClass};
 use crate::rt;
 use crate::stats::{DestinationStats, LocalCounter, ShardStats};
+use crate::timeouts::Timeouts;
 
 const DOWN_MIN: Duration = Duration::from_millis(100);
 const DOWN_MAX: Duration = Duration::from_secs(5);
@@ -91,6 +92,8 @@ pub struct Pool {
     /// Request sent → answered or failed, microseconds.
     latency: RefCell<hdrhistogram::Histogram<u64>>,
     budget: RetryBudget,
+    /// The requests' call timeouts (one timer for the pool, not one each).
+    timeouts: Timeouts,
 }
 
 /// The retry budget's count (`RetryBudgetPlan`), in windows of one second.
@@ -262,6 +265,7 @@ impl Pool {
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (Instant::now().elapsed().as_nanos() as u64)),
             turn: Cell::new(0),
             budget: RetryBudget::default(),
+            timeouts: Timeouts::default(),
         }
     }
 
@@ -565,7 +569,7 @@ impl Pool {
         let result = futures_lite::future::or(
             async { Some(self.send(i, req, body.clone()).await) },
             async {
-                glommio::timer::sleep(timeout).await;
+                self.timeouts.start(sent, timeout).await;
                 None
             },
         )
