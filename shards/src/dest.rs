@@ -379,14 +379,14 @@ impl Pool {
         deadline: Instant,
     ) -> Outcome {
         let (body, gzip) = self.compress(body);
-        self.stats.bytes_out.fetch_add(body.len() as u64, Relaxed);
+        self.stats.bytes_out.local_add(body.len() as u64);
         let retry = &self.plan.retry;
         let attempts = retry.max_attempts.max(1);
         self.budget.request();
         for attempt in 0..attempts {
             let err = match self.attempt(&body, gzip, content_type, deadline).await {
                 Ok(()) => {
-                    self.stats.delivered.fetch_add(1, Relaxed);
+                    self.stats.delivered.local_add(1);
                     return Outcome::Delivered;
                 }
                 Err(e) => e,
@@ -467,6 +467,16 @@ impl Pool {
             Duration::ZERO
         } else {
             Duration::from_nanos(x % nanos)
+        }
+    }
+
+    /// The `Retry-After` of an answer that is not a success (a success is
+    /// not retried: its headers are not searched, a hash lookup per record).
+    fn retry_after(&self, status: u16, headers: &http::HeaderMap) -> Option<Duration> {
+        if self.plan.success.contains(status) {
+            None
+        } else {
+            retry_after(headers)
         }
     }
 
@@ -715,7 +725,7 @@ impl Pool {
         }
         let resp = resp.await.map_err(fail)?;
         let status = resp.status().as_u16();
-        let retry_after = retry_after(resp.headers());
+        let retry_after = self.retry_after(status, resp.headers());
         let mut rbody = resp.into_body();
         while let Some(chunk) = rbody.data().await {
             let chunk = chunk.map_err(fail)?;
@@ -830,7 +840,7 @@ impl Pool {
             .await
             .map_err(fail)?;
         let status = resp.status().as_u16();
-        let retry_after = retry_after(resp.headers());
+        let retry_after = self.retry_after(status, resp.headers());
         let keep = !resp
             .headers()
             .get(http::header::CONNECTION)
