@@ -698,9 +698,12 @@ impl Pool {
         let url = || ep.plan.url.clone();
         // The connection's handles are this request's own (a clone): h2's
         // `SendRequest` is cloned once per request, not twice (a clone and
-        // its drop lock h2's state: 400 instructions per record).
+        // its drop lock h2's state: 400 instructions per record). No
+        // `ready()` on it: a clone has no stream of its own pending open, and
+        // for such a handle h2's poll_ready only checks (under its lock) what
+        // send_request checks again (connection error, stream ids left).
         let H2Conn {
-            send,
+            mut send,
             broken,
             bodies,
             ..
@@ -709,10 +712,6 @@ impl Pool {
             url: url(),
             why: e.to_string(),
         };
-        let mut send = send.ready().await.map_err(|e| {
-            broken.set(true);
-            fail(e)
-        })?;
         let empty = body.is_empty();
         let (resp, mut stream) = send.send_request(req, empty).map_err(|e| {
             broken.set(true);
