@@ -78,6 +78,7 @@ impl Timeouts {
             slot,
             generation,
         });
+        inner.compact();
         let start_watching = !inner.watching;
         inner.watching = true;
         let watcher = inner.watcher.take();
@@ -126,6 +127,25 @@ impl Inner {
             self.queue.pop_front();
         }
         None
+    }
+
+    /// Drops every stale entry once they outnumber the live ones (plus a
+    /// margin): one request still waiting at the front keeps the entries of
+    /// all that ended behind it, a call-timeout's worth of them. Amortised:
+    /// each compaction leaves only live entries, so the next one comes
+    /// after at least `COMPACT_MARGIN` more.
+    fn compact(&mut self) {
+        const COMPACT_MARGIN: usize = 1024;
+        let live = self.slots.len() - self.free.len();
+        if self.queue.len() <= 2 * live + COMPACT_MARGIN {
+            return;
+        }
+        let slots = &self.slots;
+        self.queue.retain(|e| {
+            slots
+                .get(e.slot as usize)
+                .is_some_and(|s| s.generation == e.generation)
+        });
     }
 
     /// Ends the timeout in `slot`: its queue entry (if still queued) goes
@@ -311,6 +331,31 @@ mod tests {
         });
         assert_eq!(slots, 1);
         assert_eq!(queued, 0);
+    }
+
+    #[test]
+    fn one_waiting_request_does_not_keep_every_ended_one_queued() {
+        let (queued, live) = on_a_shard(|| async {
+            let t = Timeouts::default();
+            let start = Instant::now();
+            // Waits at the front; 10,000 requests after it end at once.
+            let stuck = t.start(start, Duration::from_secs(60));
+            for _ in 0..10_000 {
+                drop(t.start(start, Duration::from_secs(60)));
+            }
+            let queued = t.inner.borrow().queue.len();
+            let live = {
+                let i = t.inner.borrow();
+                i.queue
+                    .iter()
+                    .filter(|e| i.slots[e.slot as usize].generation == e.generation)
+                    .count()
+            };
+            drop(stuck);
+            (queued, live)
+        });
+        assert_eq!(live, 1);
+        assert!(queued <= 2 + 1024 + 1, "{queued} entries queued");
     }
 
     #[test]
