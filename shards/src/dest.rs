@@ -32,6 +32,7 @@ use http_body_util::{BodyExt, Full};
 use crate::plan::{DestinationPlan, EndpointPlan, HttpVersion, RetryBudgetPlan, StatusClass};
 use crate::rt;
 use crate::stats::{DestinationStats, LocalCounter, ShardStats};
+use crate::timeouts::Timeouts;
 
 const DOWN_MIN: Duration = Duration::from_millis(100);
 const DOWN_MAX: Duration = Duration::from_secs(5);
@@ -91,6 +92,8 @@ pub struct Pool {
     /// Request sent → answered or failed, microseconds.
     latency: RefCell<hdrhistogram::Histogram<u64>>,
     budget: RetryBudget,
+    /// The requests' call timeouts (one timer for the pool, not one each).
+    timeouts: Timeouts,
 }
 
 /// The retry budget's count (`RetryBudgetPlan`), in windows of one second.
@@ -262,6 +265,7 @@ impl Pool {
             rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (Instant::now().elapsed().as_nanos() as u64)),
             turn: Cell::new(0),
             budget: RetryBudget::default(),
+            timeouts: Timeouts::default(),
         }
     }
 
@@ -375,14 +379,14 @@ impl Pool {
         deadline: Instant,
     ) -> Outcome {
         let (body, gzip) = self.compress(body);
-        self.stats.bytes_out.fetch_add(body.len() as u64, Relaxed);
+        self.stats.bytes_out.local_add(body.len() as u64);
         let retry = &self.plan.retry;
         let attempts = retry.max_attempts.max(1);
         self.budget.request();
         for attempt in 0..attempts {
             let err = match self.attempt(&body, gzip, content_type, deadline).await {
                 Ok(()) => {
-                    self.stats.delivered.fetch_add(1, Relaxed);
+                    self.stats.delivered.local_add(1);
                     return Outcome::Delivered;
                 }
                 Err(e) => e,
@@ -463,6 +467,16 @@ impl Pool {
             Duration::ZERO
         } else {
             Duration::from_nanos(x % nanos)
+        }
+    }
+
+    /// The `Retry-After` of an answer that is not a success (a success is
+    /// not retried: its headers are not searched, a hash lookup per record).
+    fn retry_after(&self, status: u16, headers: &http::HeaderMap) -> Option<Duration> {
+        if self.plan.success.contains(status) {
+            None
+        } else {
+            retry_after(headers)
         }
     }
 
@@ -565,7 +579,7 @@ impl Pool {
         let result = futures_lite::future::or(
             async { Some(self.send(i, req, body.clone()).await) },
             async {
-                glommio::timer::sleep(timeout).await;
+                self.timeouts.start(sent, timeout).await;
                 None
             },
         )
@@ -682,29 +696,35 @@ impl Pool {
     ) -> Result<(u16, Option<Duration>), AttemptError> {
         let ep = &self.endpoints[i];
         let url = || ep.plan.url.clone();
-        let conn = self.h2_conn(i).await?;
-        let mut send = conn.send.clone();
+        // The connection's handles are this request's own (a clone): h2's
+        // `SendRequest` is cloned once per request, not twice (a clone and
+        // its drop lock h2's state: 400 instructions per record). No
+        // `ready()` on it: a clone has no stream of its own pending open, and
+        // for such a handle h2's poll_ready only checks (under its lock) what
+        // send_request checks again (connection error, stream ids left).
+        let H2Conn {
+            mut send,
+            broken,
+            bodies,
+            ..
+        } = self.h2_conn(i).await?;
         let fail = |e: h2::Error| AttemptError::Request {
             url: url(),
             why: e.to_string(),
         };
-        send = send.ready().await.map_err(|e| {
-            conn.broken.set(true);
-            fail(e)
-        })?;
         let empty = body.is_empty();
         let (resp, mut stream) = send.send_request(req, empty).map_err(|e| {
-            conn.broken.set(true);
+            broken.set(true);
             fail(e)
         })?;
         // Registered until this request ends, however it ends.
-        let _sending = conn.bodies.as_ref().map(|b| Sending::new(b, &body));
+        let _sending = bodies.as_ref().map(|b| Sending::new(b, &body));
         if !empty {
             stream.send_data(body, true).map_err(fail)?;
         }
         let resp = resp.await.map_err(fail)?;
         let status = resp.status().as_u16();
-        let retry_after = retry_after(resp.headers());
+        let retry_after = self.retry_after(status, resp.headers());
         let mut rbody = resp.into_body();
         while let Some(chunk) = rbody.data().await {
             let chunk = chunk.map_err(fail)?;
@@ -819,7 +839,7 @@ impl Pool {
             .await
             .map_err(fail)?;
         let status = resp.status().as_u16();
-        let retry_after = retry_after(resp.headers());
+        let retry_after = self.retry_after(status, resp.headers());
         let keep = !resp
             .headers()
             .get(http::header::CONNECTION)

@@ -17,6 +17,7 @@ pub mod rt;
 pub mod session;
 pub mod shard;
 pub mod stats;
+pub mod timeouts;
 pub mod tls;
 
 use std::net::SocketAddr;
