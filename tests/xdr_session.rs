@@ -114,3 +114,53 @@ fn a_malformed_record_answers_4_and_unframeable_bytes_close_only_that_connection
     assert_eq!(c.acks(1), vec![(0, 4)]);
     assert_eq!(sink.requests().len(), 3);
 }
+
+/// On a batching json route the ops are validated as the record is written
+/// into the batch: a record with a malformed op is answered 4 (a parse
+/// error, not a dead letter) and left out of the batch, and the records
+/// around it in the same batch are delivered and answered 0.
+#[test]
+fn a_malformed_op_in_a_json_batch_answers_4_and_the_batch_carries_on() {
+    let sink = Sink::start(always(200));
+    let cfg = one_route(&[("d", sink.url("/"))], "").replace(
+        "logging:",
+        "batching:\n  max-records: 3\n  batch-interval: 1000\nlogging:",
+    );
+    let mut sluice = Sluice::start("malformed-op-batch", &cfg);
+    // Record 2: its string value is not UTF-8 (its last byte).
+    let mut bad_text = record("demo", 2);
+    *bad_text.last_mut().unwrap() = 0xff;
+    // Record 4: the op of bin `i` has op code 1, not WRITE.
+    let mut bad_op = record("demo", 4);
+    let at = bad_op
+        .windows(5)
+        .position(|w| w == [2, 1, 0, 1, b'i'])
+        .unwrap();
+    bad_op[at] = 1;
+    let mut c = XdrClient::connect(sluice.xdr);
+    c.send(
+        &[
+            record("demo", 1),
+            bad_text,
+            record("demo", 3),
+            bad_op,
+            record("demo", 5),
+        ]
+        .concat(),
+    );
+    assert_eq!(c.acks(5), vec![(0, 1), (4, 2), (0, 3), (4, 4), (0, 5)]);
+    let line = sluice.wait_for("cannot be parsed");
+    assert!(line.contains("answered 4"), "{line}");
+    let requests = sink.requests();
+    assert_eq!(requests.len(), 1, "one batch of the three good records");
+    let body = String::from_utf8(requests[0].body.clone()).unwrap();
+    let gens: Vec<u64> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["gen"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(gens, vec![1, 3, 5], "{body}");
+}

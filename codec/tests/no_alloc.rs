@@ -181,7 +181,8 @@ const USER_SCHEMA: &str = r#"{"type": "record", "name": "R", "fields": [
 ]}"#;
 
 /// Parse + encode `frame` in `enc` ROUNDS times into one cleared buffer,
-/// after a warm-up; returns the allocations counted.
+/// after a warm-up, both ways (parsed in full, then lazily as the session
+/// does); returns the allocations counted.
 fn count_encodes(enc: &Encoder, policy: &BinPolicy, frame: &[u8]) -> u64 {
     let mut out = Vec::new();
     let mut scratch = Vec::new();
@@ -189,6 +190,9 @@ fn count_encodes(enc: &Encoder, policy: &BinPolicy, frame: &[u8]) -> u64 {
         out.clear();
         let rec = wire::parse(frame, &mut scratch, wire::DEFAULT_MAX_BODY).unwrap();
         enc.encode(&rec, policy, RECEIVED_MS, out).unwrap();
+        out.clear();
+        let rec = wire::parse_lazy(frame, &mut scratch, wire::DEFAULT_MAX_BODY).unwrap();
+        enc.encode_lazy(&rec, policy, RECEIVED_MS, out).unwrap();
     };
     for _ in 0..10 {
         once(&mut out);

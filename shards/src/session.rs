@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use sluice_codec::ack;
+use sluice_codec::encode::EncodeError;
 use sluice_codec::wire::{self, frame::FrameType, frame::PROTO_HEADER};
 
 use crate::ackq::{AckQueue, SharedAcks};
@@ -354,37 +355,50 @@ impl Session {
     ) -> Option<(Prepared, Taken)> {
         let stats = &self.ctx.stats;
         let p = &plan.plan;
-        // Borrowed, not moved out of the result: the record is large.
-        let parsed = wire::parse(frame, &mut self.scratch, p.service.max_message_bytes);
+        // Borrowed, not moved out of the result: the record is large. Its
+        // ops are validated by the encoder (json: as it writes them), or
+        // before a skipped record is answered.
+        let parsed = wire::parse_lazy(frame, &mut self.scratch, p.service.max_message_bytes);
+        let unparsable = |e: &sluice_codec::Error| {
+            stats.parse_errors.fetch_add(1, Relaxed);
+            tracing::warn!(shard = self.ctx.index, peer = ?self.peer, error = %e,
+                "record cannot be parsed; answered 4 (XDR abandons it)");
+            Prepared::Answer(ack::PARAMETER)
+        };
         let rec = match &parsed {
             Ok(r) => r,
-            Err(e) => {
-                stats.parse_errors.fetch_add(1, Relaxed);
-                tracing::warn!(shard = self.ctx.index, peer = ?self.peer, error = %e,
-                    "record cannot be parsed; answered 4 (XDR abandons it)");
-                return Some((Prepared::Answer(ack::PARAMETER), taken));
-            }
+            Err(e) => return Some((unparsable(e), taken)),
         };
-        let route_id = route_of(&mut self.last_route, self.port, p, rec.namespace, rec.set);
+        // A record no destination takes is answered OK only if it is well
+        // formed: a malformed frame is answered 4 whatever its route.
+        let skip = || match rec.validate() {
+            Ok(_) => {
+                stats.skipped.fetch_add(1, Relaxed);
+                Prepared::Answer(ack::OK)
+            }
+            Err(e) => unparsable(&e),
+        };
+        let route_id = route_of(
+            &mut self.last_route,
+            self.port,
+            p,
+            rec.namespace(),
+            rec.set(),
+        );
         let Some(route) = p.routes.get(route_id) else {
-            stats.skipped.fetch_add(1, Relaxed);
-            return Some((Prepared::Answer(ack::OK), taken));
+            return Some((skip(), taken));
         };
         let format = match &route.action {
-            RouteAction::Skip => {
-                stats.skipped.fetch_add(1, Relaxed);
-                return Some((Prepared::Answer(ack::OK), taken));
-            }
+            RouteAction::Skip => return Some((skip(), taken)),
             RouteAction::Deliver { format, .. } => *format,
         };
         let Some(fmt) = p.formats.get(format) else {
-            stats.skipped.fetch_add(1, Relaxed);
-            return Some((Prepared::Answer(ack::OK), taken));
+            return Some((skip(), taken));
         };
         // An ordered route sends each record on its own, in its key's turn.
         let order = route
             .ordering
-            .map(|o| (Key::new(rec.namespace, rec.digest), rec.lut, o));
+            .map(|o| (Key::new(rec.namespace(), rec.digest()), rec.lut(), o));
         let batcher = match order {
             Some(_) => None,
             None => plan.batchers.get(route_id).and_then(Option::as_ref),
@@ -403,7 +417,8 @@ impl Session {
                     received: arrival.at,
                     dead: Dead::of(p, self.port, frame),
                 };
-                let encode = |body: &mut Vec<u8>| fmt.encoder.encode(rec, &fmt.bins, unix_ms, body);
+                let encode =
+                    |body: &mut Vec<u8>| fmt.encoder.encode_lazy(rec, &fmt.bins, unix_ms, body);
                 match b.add(plan, &self.ctx, &fmt.encoder, encode, member, permit) {
                     Ok(()) => return None,
                     Err((e, permit)) => (
@@ -423,13 +438,16 @@ impl Session {
                 let mut fresh = Vec::with_capacity(frame.len() * 5 / 2);
                 let encoded = fmt
                     .encoder
-                    .encode(rec, &fmt.bins, unix_ms, &mut fresh)
+                    .encode_lazy(rec, &fmt.bins, unix_ms, &mut fresh)
                     .map(|()| fresh);
                 (encoded, taken)
             }
         };
         let fresh = match encoded {
             Ok(body) => body,
+            // Malformed ops, found by the encoder: a parse error as above,
+            // never a dead letter (the batch body is already rolled back).
+            Err(EncodeError::Malformed(e)) => return Some((unparsable(&e), taken)),
             Err(e) => {
                 stats.encode_errors.fetch_add(1, Relaxed);
                 if p.dead_letter.is_some() {
@@ -446,7 +464,7 @@ impl Session {
                         taken,
                     ));
                 }
-                tracing::warn!(shard = self.ctx.index, namespace = rec.namespace, set = ?rec.set,
+                tracing::warn!(shard = self.ctx.index, namespace = rec.namespace(), set = ?rec.set(),
                 error = %e, "record cannot be encoded; answered 4 (XDR abandons it)");
                 return Some((Prepared::Answer(ack::PARAMETER), taken));
             }

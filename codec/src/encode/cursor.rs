@@ -334,7 +334,7 @@ impl<'v> Cursor<'v> {
     /// returns `false`. The room must hold 16.
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[inline(always)]
-    pub fn head_if_json_clean(&mut self, w: &[u8; 16], n: usize) -> bool {
+    pub fn head_if_json_clean<const ASCII: bool>(&mut self, w: &[u8; 16], n: usize) -> bool {
         use std::arch::x86_64::{_mm_loadu_si128, _mm_movemask_epi8, _mm_storeu_si128};
         debug_assert!(n <= 16);
         self.check(16);
@@ -345,7 +345,7 @@ impl<'v> Cursor<'v> {
             let v = _mm_loadu_si128(w.as_ptr().cast());
             _mm_storeu_si128(self.pos.cast(), v);
             let keep = (1u32 << n) - 1;
-            if _mm_movemask_epi8(json_escape_mask(v)) as u32 & keep != 0 {
+            if _mm_movemask_epi8(json_escape_mask::<ASCII>(v)) as u32 & keep != 0 {
                 return false;
             }
             self.pos = self.pos.add(n);
@@ -361,7 +361,7 @@ impl<'v> Cursor<'v> {
     /// (`pos` stays) and it returns `false`.
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[inline]
-    pub fn long_if_json_clean(&mut self, s: &[u8]) -> bool {
+    pub fn long_if_json_clean<const ASCII: bool>(&mut self, s: &[u8]) -> bool {
         use std::arch::x86_64::{
             __m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_setzero_si128,
             _mm_storeu_si128,
@@ -381,7 +381,7 @@ impl<'v> Cursor<'v> {
             let step = |at: usize, acc: __m128i| {
                 let v = _mm_loadu_si128(src.add(at).cast());
                 _mm_storeu_si128(dst.add(at).cast(), v);
-                _mm_or_si128(acc, json_escape_mask(v))
+                _mm_or_si128(acc, json_escape_mask::<ASCII>(v))
             };
             let mut acc = _mm_setzero_si128();
             let mut i = 0;
@@ -511,28 +511,38 @@ impl<'v> Cursor<'v> {
 /// `unsafe`).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-pub(crate) fn sse2_json_dirty(a: &[u8; 8], b: &[u8; 8]) -> bool {
+pub(crate) fn sse2_json_dirty<const ASCII: bool>(a: &[u8; 8], b: &[u8; 8]) -> bool {
     use std::arch::x86_64::{_mm_movemask_epi8, _mm_set_epi64x};
     // SAFETY: these intrinsics only compute on registers (no memory is
     // read or written), and SSE2 is enabled for this build (the `cfg`
     // above; every x86-64 processor has it).
     unsafe {
         let v = _mm_set_epi64x(i64::from_le_bytes(*b), i64::from_le_bytes(*a));
-        _mm_movemask_epi8(json_escape_mask(v)) != 0
+        _mm_movemask_epi8(json_escape_mask::<ASCII>(v)) != 0
     }
 }
 
-/// 0xff in each byte of `v` that must be escaped in JSON text (below 0x20,
-/// `"` or `\\`), 0 in the others.
+/// The top bit set in each byte of `v` that must be escaped in JSON text
+/// (below 0x20, `"` or `\\`) or, with `ASCII`, that is not ASCII (what
+/// `_mm_movemask_epi8` reads): `ASCII` text needs no UTF-8 check, so the
+/// writer of unvalidated ops tests both at once.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-unsafe fn json_escape_mask(v: std::arch::x86_64::__m128i) -> std::arch::x86_64::__m128i {
+unsafe fn json_escape_mask<const ASCII: bool>(
+    v: std::arch::x86_64::__m128i,
+) -> std::arch::x86_64::__m128i {
     use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_min_epu8, _mm_or_si128, _mm_set1_epi8};
     // Below 0x20 exactly when the unsigned minimum with 0x1f is the byte.
     let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
     let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
     let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-    _mm_or_si128(control, _mm_or_si128(quote, backslash))
+    let escape = _mm_or_si128(control, _mm_or_si128(quote, backslash));
+    if ASCII {
+        // A byte of 0x80 or more has its top bit set already.
+        _mm_or_si128(escape, v)
+    } else {
+        escape
+    }
 }
 
 impl Drop for Cursor<'_> {
@@ -639,13 +649,17 @@ mod tests {
 
     /// `head_if_json_clean` keeps the first `n` bytes exactly when none
     /// of them is to be escaped, whatever follows them in the 16: every
-    /// `n` up to 16, a `"`, `\\` or control byte at every position.
+    /// `n` up to 16, a `"`, `\\` or control byte at every position (and,
+    /// testing for ASCII too, a byte of 0x80 or more).
     #[test]
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     fn head_copies_test_only_the_bytes_kept() {
         for n in 0..=16 {
             for bad in (0..16).map(Some).chain([None]) {
-                for b in [b'"', b'\\', 0x00, 0x1f] {
+                for (b, ascii) in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff]
+                    .into_iter()
+                    .flat_map(|b| [(b, false), (b, true)])
+                {
                     let mut w = [0u8; 16];
                     for (i, x) in w.iter_mut().enumerate() {
                         *x = if Some(i) == bad { b } else { b'a' + i as u8 };
@@ -654,11 +668,16 @@ mod tests {
                     let kept = {
                         let mut c = Cursor::new(&mut out);
                         c.ensure(16 + 1);
-                        let kept = c.head_if_json_clean(&w, n);
+                        let kept = if ascii {
+                            c.head_if_json_clean::<true>(&w, n)
+                        } else {
+                            c.head_if_json_clean::<false>(&w, n)
+                        };
                         c.byte(b'>');
                         kept
                     };
-                    let clean = bad.is_none_or(|at| at >= n);
+                    // A byte of 0x80 or more is clean JSON text, but not ASCII.
+                    let clean = bad.is_none_or(|at| at >= n) || (b >= 0x80 && !ascii);
                     assert_eq!(kept, clean, "{n} {bad:?} {b}");
                     let mut want = b"xy".to_vec();
                     if kept {

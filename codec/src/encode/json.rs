@@ -17,8 +17,8 @@ use super::cursor::{Cursor, MAX_INT};
 use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, OutName};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
-use crate::wire::msgpack::{Elem, Reader};
-use crate::wire::op::BinIter;
+use crate::wire::msgpack::{self, Elem, Reader};
+use crate::wire::op::{self, BinIter};
 use crate::wire::particle::{self, Utf8, BLOB, ERLANG_BLOB, JAVA_BLOB, STRING};
 
 /// For each byte: 0 when it goes out as is, else the letter after `\`
@@ -81,15 +81,30 @@ fn escape_bits(w: u64) -> u64 {
 }
 
 /// True when one of the 16 bytes of two 8-byte pieces must be escaped
-/// (below 0x20, `"` or `\\`): one SSE2 compare run over both where the
-/// target has it (about half the instructions of two [`escape_bits`]
-/// words), else two such words.
+/// (below 0x20, `"` or `\\`) or, with `ASCII`, is not ASCII: one SSE2
+/// compare run over both where the target has it (about half the
+/// instructions of two [`escape_bits`] words), else two such words.
 #[inline(always)]
-fn dirty_words(a: &[u8; 8], b: &[u8; 8]) -> bool {
+fn dirty_words<const ASCII: bool>(a: &[u8; 8], b: &[u8; 8]) -> bool {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    return super::cursor::sse2_json_dirty(a, b);
+    return super::cursor::sse2_json_dirty::<ASCII>(a, b);
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    return escape_bits(u64::from_le_bytes(*a)) | escape_bits(u64::from_le_bytes(*b)) != 0;
+    return {
+        let (a, b) = (u64::from_le_bytes(*a), u64::from_le_bytes(*b));
+        let high = if ASCII {
+            (a | b) & 0x8080_8080_8080_8080
+        } else {
+            0
+        };
+        escape_bits(a) | escape_bits(b) | high != 0
+    };
+}
+
+/// [`ESCAPE`]'s entry for `b`, or (with `ASCII`) non-zero for a byte that
+/// is not ASCII as well.
+#[inline(always)]
+fn escape_or_high<const ASCII: bool>(b: u8) -> u8 {
+    ESCAPE[usize::from(b)] | if ASCII { b & 0x80 } else { 0 }
 }
 
 /// True when one of the 16 bytes must be escaped. A fold over the bytes
@@ -172,7 +187,7 @@ fn put_str(c: &mut Cursor<'_>, s: &str) {
             c.ensure(bytes.len() + 2);
             let at = c.len();
             c.byte(b'"');
-            if copy_clean_long(c, bytes) {
+            if copy_clean_long::<false>(c, bytes) {
                 c.byte(b'"');
             } else {
                 c.truncate(at);
@@ -190,7 +205,7 @@ fn short_clean(bytes: &[u8]) -> Option<bool> {
         return None;
     }
     Some(match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
-        (Some(a), Some(b)) => !dirty_words(a, b),
+        (Some(a), Some(b)) => !dirty_words::<false>(a, b),
         _ => is_clean(bytes),
     })
 }
@@ -214,30 +229,31 @@ fn put_escaped(c: &mut Cursor<'_>, bytes: &[u8]) {
 }
 
 /// Copies `s` (at most 16 bytes; the caller made the room) when no byte
-/// of it must be escaped, testing the words it copies; `false`, having
-/// written nothing that counts, otherwise (`Cursor::short_if`).
+/// of it must be escaped (with `ASCII`: and every byte is ASCII, so the
+/// text is UTF-8), testing the words it copies; `false`, having written
+/// nothing that counts, otherwise (`Cursor::short_if`).
 #[inline(always)]
 // A closure marked `inline(always)`, not the fn item: passed as is, the
 // item was called out of line through its `Fn` shim.
 #[allow(clippy::redundant_closure)]
-fn copy_clean(c: &mut Cursor<'_>, s: &[u8]) -> bool {
+fn copy_clean<const ASCII: bool>(c: &mut Cursor<'_>, s: &[u8]) -> bool {
     c.short_if(
         s,
         #[inline(always)]
-        |a, b| dirty_words(a, b),
-        |b| ESCAPE[usize::from(b)],
+        |a, b| dirty_words::<ASCII>(a, b),
+        escape_or_high::<ASCII>,
     )
 }
 
 /// Copies `s` (more than 16 bytes; the caller made the room) when no byte
-/// of it must be escaped; `false`, having written nothing that counts,
-/// otherwise.
+/// of it must be escaped (with `ASCII`: and every byte is ASCII); `false`,
+/// having written nothing that counts, otherwise.
 #[inline(always)]
-fn copy_clean_long(c: &mut Cursor<'_>, s: &[u8]) -> bool {
+fn copy_clean_long<const ASCII: bool>(c: &mut Cursor<'_>, s: &[u8]) -> bool {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    return c.long_if_json_clean(s);
+    return c.long_if_json_clean::<ASCII>(s);
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    return is_clean(s) && {
+    return is_clean(s) && (!ASCII || s.is_ascii()) && {
         c.slice(s);
         true
     };
@@ -245,13 +261,14 @@ fn copy_clean_long(c: &mut Cursor<'_>, s: &[u8]) -> bool {
 
 /// Copies text of at most 16 bytes, the first `n` of `head` (the text and
 /// what follows it; the caller made room for 16), when no byte of it must
-/// be escaped; `false`, having written nothing that counts, otherwise.
+/// be escaped (with `ASCII`: and every byte is ASCII); `false`, having
+/// written nothing that counts, otherwise.
 #[inline(always)]
-fn copy_clean_head(c: &mut Cursor<'_>, head: &[u8; 16], n: usize) -> bool {
+fn copy_clean_head<const ASCII: bool>(c: &mut Cursor<'_>, head: &[u8; 16], n: usize) -> bool {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    return c.head_if_json_clean(head, n);
+    return c.head_if_json_clean::<ASCII>(head, n);
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    return head.get(..n).is_some_and(|s| copy_clean(c, s));
+    return head.get(..n).is_some_and(|s| copy_clean::<ASCII>(c, s));
 }
 
 /// An output bin name as a JSON string (makes its own room).
@@ -799,7 +816,7 @@ fn put_flat_elem<'a>(
                 c.ensure(text.len() + 3);
                 let at = c.len();
                 c.put(&[sep, b'"']);
-                if copy_clean(c, text) {
+                if copy_clean::<false>(c, text) {
                     c.byte(b'"');
                     return Some(after);
                 }
@@ -1015,6 +1032,10 @@ fn put_opt_str(c: &mut Cursor<'_>, s: Option<&str>) {
 /// building a [`Value`], or any bins (unit tests).
 pub(crate) enum JsonBins<'a, I> {
     Wire(BinIter<'a>),
+    /// A lazily parsed record's ops (region, op count, where the region
+    /// starts in the frame), validated here as they are written, under the
+    /// every-bin-as-named policy.
+    Lazy(&'a [u8], u16, usize),
     Given(I),
 }
 
@@ -1037,8 +1058,8 @@ fn put_bin_name(c: &mut Cursor<'_>, name: &OutName<'_>, head: Option<&[u8; 16]>)
     let base = name.base.as_bytes();
     if name.case == super::Case::Keep && base.len() <= 16 {
         let clean = match head {
-            Some(w) => copy_clean_head(c, w, base.len()),
-            None => copy_clean(c, base),
+            Some(w) => copy_clean_head::<false>(c, w, base.len()),
+            None => copy_clean::<false>(c, base),
         };
         if clean {
             return;
@@ -1052,14 +1073,40 @@ fn put_bin_name(c: &mut Cursor<'_>, name: &OutName<'_>, head: Option<&[u8; 16]>)
     c.ensure(AFTER_NAME);
 }
 
+/// A bin's opening and `name` member, as [`put_bin_name`] writes them, for
+/// a name of an op nobody has validated: only a name of up to 16 bytes,
+/// ASCII (so UTF-8, as `op::validate` wants it) and clean; `false`, having
+/// written something that does not count, for any other (the caller
+/// truncates).
+#[inline(always)]
+fn put_unvalidated_name(c: &mut Cursor<'_>, name: &[u8], head: Option<&[u8; 16]>) -> bool {
+    c.ensure(16 + 16 + AFTER_NAME);
+    c.put_padded(b",{\"name\":\"______", 10);
+    name.len() <= 16
+        && match head {
+            Some(w) => copy_clean_head::<true>(c, w, name.len()),
+            None => copy_clean::<true>(c, name),
+        }
+}
+
 /// The `type`, `value` and closing brace of a bin whose value is one of the
 /// common shapes (an 8-byte integer, a float, a boolean, short clean text,
-/// a blob), written from the op's value bytes (which the parser validated);
-/// `false`, having written nothing, for any other value. The text is what
+/// a blob), written from the op's value bytes; `false`, having written
+/// nothing, for any other value. The text is what
 /// [`put_type_and_value_key`] and [`put_bin_value_and_end`] write for the
 /// decoded value. [`put_bin_name`] left the room for a scalar.
+///
+/// `CHECKED`: the op (`op`, header included) was not validated; `true`
+/// then also says the value is one `op::validate` takes (text ASCII, a
+/// list or map checked by `msgpack::is_flat_collection`; the fixed sizes
+/// and blobs matched here are all valid), `false` says nothing.
 #[inline(always)]
-fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
+fn put_common_bin<const CHECKED: bool>(
+    c: &mut Cursor<'_>,
+    ptype: u8,
+    value: &[u8],
+    op: &[u8],
+) -> bool {
     match (ptype, value) {
         (particle::INTEGER, &[a, b, d, e, f, g, h, i]) => {
             c.put(b"\",\"type\":\"int\",\"value\":");
@@ -1080,9 +1127,9 @@ fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
             c.put(b"\",\"type\":\"str\",\"value\":\"");
             c.ensure(value.len() + 2);
             let clean = if value.len() <= 16 {
-                copy_clean(c, value)
+                copy_clean::<CHECKED>(c, value)
             } else {
-                copy_clean_long(c, value)
+                copy_clean_long::<CHECKED>(c, value)
             };
             if !clean {
                 c.truncate(at);
@@ -1095,6 +1142,9 @@ fn put_common_bin(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
             // Only a fix-size header with no ext element after it: no
             // order flags (unordered, as `particle::decode_head` reads it).
             let is_map = ptype == particle::MAP;
+            if CHECKED && !msgpack::is_flat_collection(op, op.len() - value.len(), is_map) {
+                return false;
+            }
             let Some(items) = particle::plain_collection(value, if is_map { 0x80 } else { 0x90 })
             else {
                 return false;
@@ -1154,7 +1204,7 @@ fn put_wire_bins<'a>(
         // policy keeps it (the every-bin-as-named copy knows it).
         let head = head.filter(|_| std::ptr::eq(name.base, op.name));
         put_bin_name(c, &name, head);
-        if !put_common_bin(c, op.ptype, op.value) {
+        if !put_common_bin::<false>(c, op.ptype, op.value, op.value) {
             let Some(value) = op.value() else {
                 break;
             };
@@ -1163,6 +1213,79 @@ fn put_wire_bins<'a>(
         }
     }
     Ok(())
+}
+
+/// The every-bin-as-named policy's output name.
+fn as_named(name: &str) -> Option<OutName<'_>> {
+    Some(OutName::plain(name))
+}
+
+/// The `bins` array's members for the `count` ops of `ops` (an ops region
+/// starting `base` bytes into its frame) that nobody has validated, every
+/// bin as named: each op is validated as it is written, with the error
+/// (kind and offset) `op::validate_all` gives for the region, wrapped in
+/// [`EncodeError::Malformed`]. The common shapes are checked by the writes
+/// themselves (the escape test of names and text also flags bytes that are
+/// not ASCII; the fixed sizes are matched); any other op is validated in
+/// full (`op::validate`, which names the error) and then written as a
+/// validated op. A bin the writer refuses (bad GeoJSON...) is reported only
+/// if the ops after it are valid: a malformed frame is always a malformed
+/// frame, as if the parser had validated it.
+#[inline(never)]
+fn put_lazy_bins(
+    c: &mut Cursor<'_>,
+    ops: &[u8],
+    count: u16,
+    base: usize,
+) -> Result<(), EncodeError> {
+    let mut rest = ops;
+    for left in (0..count).rev() {
+        let start = c.len();
+        let head = rest.get(op::OP_HEADER..).and_then(|r| r.first_chunk());
+        if let Some(op) = op::cut_write(rest) {
+            if put_unvalidated_name(c, op.name, head)
+                && put_common_bin::<true>(c, op.ptype, op.value, op.whole)
+            {
+                rest = op.next;
+                continue;
+            }
+        }
+        c.truncate(start);
+        rest = put_validated_op(c, ops, rest, left, base)?;
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(EncodeError::Malformed(crate::Error::at(
+            crate::ErrorKind::TrailingBytes { extra: rest.len() },
+            base + ops.len() - rest.len(),
+        )))
+    }
+}
+
+/// [`put_lazy_bins`] for an op the writes did not check: validated in full,
+/// then written as a validated op; returns the ops after it. `left` ops
+/// follow it; they are validated before a writer's error is returned.
+#[cold]
+#[inline(never)]
+fn put_validated_op<'a>(
+    c: &mut Cursor<'_>,
+    ops: &'a [u8],
+    rest: &'a [u8],
+    left: u16,
+    base: usize,
+) -> Result<&'a [u8], EncodeError> {
+    let pos = ops.len() - rest.len();
+    let next = op::validate(ops, pos, base).map_err(EncodeError::Malformed)?;
+    let (this, after) = (
+        ops.get(pos..next).unwrap_or_default(),
+        ops.get(next..).unwrap_or_default(),
+    );
+    if let Err(e) = put_wire_bins(c, BinIter::new(this, 1), as_named) {
+        op::validate_all(after, left, base + next).map_err(EncodeError::Malformed)?;
+        return Err(e);
+    }
+    Ok(after)
 }
 
 /// `json`: `{"msg", "key", "gen", "exp", "lut", "bins"}` for writes,
@@ -1191,9 +1314,9 @@ where
     let short = match rec.set {
         Some(set) if rec.namespace.len() <= 16 && set.len() <= 16 => {
             c.byte(b'"');
-            copy_clean(c, rec.namespace.as_bytes()) && {
+            copy_clean::<false>(c, rec.namespace.as_bytes()) && {
                 c.put(b"\",\"");
-                copy_clean(c, set.as_bytes())
+                copy_clean::<false>(c, set.as_bytes())
             }
         }
         _ => false,
@@ -1216,7 +1339,7 @@ where
         Some(UserKey::Str(s)) if s.len() <= 16 => {
             let at = c.len();
             c.byte(b'"');
-            if copy_clean(c, s.as_bytes()) {
+            if copy_clean::<false>(c, s.as_bytes()) {
                 c.byte(b'"');
             } else {
                 c.truncate(at);
@@ -1248,11 +1371,12 @@ where
                 JsonBins::Wire(ops) => {
                     // The common policy decided once, not per bin.
                     if policy.is_identity() {
-                        put_wire_bins(c, ops, |name| Some(OutName::plain(name)))?;
+                        put_wire_bins(c, ops, as_named)?;
                     } else {
                         put_wire_bins(c, ops, |name| policy.select(name))?;
                     }
                 }
+                JsonBins::Lazy(ops, count, base) => put_lazy_bins(c, ops, count, base)?,
                 JsonBins::Given(bins) => {
                     for bin in bins {
                         let Some(name) = policy.select(bin.name) else {
@@ -1384,7 +1508,7 @@ mod tests {
                 let (x, y) = w.split_at(8);
                 let (x, y) = (x.try_into().unwrap(), y.try_into().unwrap());
                 let want = ESCAPE[usize::from(b)] != 0;
-                assert_eq!(dirty_words(x, y), want, "byte {b:#04x} at {at}");
+                assert_eq!(dirty_words::<false>(x, y), want, "byte {b:#04x} at {at}");
                 assert_eq!(
                     escape_bits(u64::from_le_bytes(*x)) | escape_bits(u64::from_le_bytes(*y)) != 0,
                     want
@@ -1441,6 +1565,38 @@ mod tests {
     /// position, appended to buffers of every fill level of a small
     /// capacity (so the room is made by growing, too). Debug builds check
     /// each write against the room made for it.
+    /// The copies that also test for ASCII (the writer of unvalidated ops)
+    /// keep text of every length exactly when it is clean ASCII: a byte of
+    /// 0x80 or more, `"` or a control byte at every position refuses it;
+    /// the plain copies keep the text with the high byte.
+    #[test]
+    fn ascii_copies_refuse_a_high_byte_anywhere() {
+        for n in 0..64 {
+            for bad in (0..n).map(Some).chain([None]) {
+                for b in [0x80u8, 0xc3, 0xff, b'"', 0x01] {
+                    let mut text = vec![b'k'; n];
+                    if let Some(at) = bad {
+                        text[at] = b;
+                    }
+                    let copy = |ascii: bool| {
+                        let mut out = Vec::new();
+                        let mut c = Cursor::new(&mut out);
+                        c.ensure(n + 16);
+                        match (n <= 16, ascii) {
+                            (true, true) => copy_clean::<true>(&mut c, &text),
+                            (true, false) => copy_clean::<false>(&mut c, &text),
+                            (false, true) => copy_clean_long::<true>(&mut c, &text),
+                            (false, false) => copy_clean_long::<false>(&mut c, &text),
+                        }
+                    };
+                    let clean = bad.is_none();
+                    assert_eq!(copy(true), clean, "{n} {bad:?} {b}");
+                    assert_eq!(copy(false), clean || b >= 0x80, "{n} {bad:?} {b}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn strings_of_every_length_match_a_plain_escaper() {
         fn plain(out: &mut Vec<u8>, s: &str) {

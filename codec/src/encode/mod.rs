@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 pub use bins::{BinPolicy, Case, Include, NameTransform, OutName};
 
-use crate::record::{Bin, Record};
+use crate::record::{Action, Bin, Record};
 use crate::wire::msgpack::{Elem, Reader};
+use crate::wire::LazyRecord;
 
 /// The next element of a bin's list or map, errors naming the bin.
 pub(crate) fn next_elem<'a>(r: &mut Reader<'a>, bin: &str) -> Result<Elem<'a>, EncodeError> {
@@ -72,6 +73,11 @@ pub enum EncodeError {
     MessagePack(String),
     #[error("a value of {len} bytes is too long for message-pack")]
     TooLong { len: usize },
+    /// The record's ops are malformed: found by [`Encoder::encode_lazy`],
+    /// the error `wire::parse` gives for the same frame. A malformed frame,
+    /// not a record this format cannot hold: answer it as a parse error.
+    #[error("{0}")]
+    Malformed(crate::Error),
 }
 
 /// A user-supplied avro schema that cannot be used.
@@ -190,12 +196,39 @@ impl Encoder {
     ) -> Result<(), EncodeError> {
         if let Kind::Json = self.kind {
             // `json` reads the common particle types straight from the ops.
-            let start = out.len();
-            let ops = json::JsonBins::<std::iter::Empty<Bin<'_>>>::Wire(rec.bins.iter());
-            let result = json::write_json(rec, ops, bins, received_ms, out);
-            return whole(out, start, result);
+            let ops = json::JsonBins::Wire(rec.bins.iter());
+            return json_whole(rec, ops, bins, received_ms, out);
         }
         self.encode_bins(rec, rec.bins.iter(), bins, received_ms, out)
+    }
+
+    /// [`Encoder::encode`] for a record whose ops are not validated yet:
+    /// they are, first (or, for `json` under the every-bin-as-named policy,
+    /// as they are written); malformed ops give
+    /// [`EncodeError::Malformed`] with the error `wire::parse` returns for
+    /// the frame, and `out` as it was.
+    #[inline]
+    pub fn encode_lazy(
+        &self,
+        rec: &LazyRecord<'_>,
+        bins: &BinPolicy,
+        received_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let head = rec.unvalidated();
+        if matches!(self.kind, Kind::Json) && head.action == Action::Write && bins.is_identity() {
+            let (ops, count, base) = rec.ops();
+            return json_whole(
+                head,
+                json::JsonBins::Lazy(ops, count, base),
+                bins,
+                received_ms,
+                out,
+            );
+        }
+        let (ops, count, base) = rec.ops();
+        crate::wire::op::validate_all(ops, count, base).map_err(EncodeError::Malformed)?;
+        self.encode(head, bins, received_ms, out)
     }
 
     /// [`Encoder::encode`] with the bins given separately: the record's own
@@ -279,6 +312,19 @@ impl Encoder {
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+
+/// `json` of a record's own ops, `out` as it was on an error.
+fn json_whole<'a>(
+    rec: &Record<'a>,
+    ops: json::JsonBins<'a, std::iter::Empty<Bin<'a>>>,
+    bins: &BinPolicy,
+    received_ms: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    let result = json::write_json(rec, ops, bins, received_ms, out);
+    whole(out, start, result)
+}
 
 /// `result`, with `out` cut back to `start` on an error: never half a
 /// record in a body that holds other records.

@@ -6,6 +6,11 @@
 //! buffer first. Parsing validates the whole message — every field, every
 //! op, every element of every list and map — so that encoders reading the
 //! record afterwards cannot meet malformed data.
+//!
+//! [`parse_lazy`] checks the same up to the ops and leaves them to the
+//! consumer: its [`LazyRecord`] hands out a `Record` only through
+//! [`LazyRecord::validate`], and the `json` writer validates the ops as it
+//! writes them (`Encoder::encode_lazy`), with the same errors.
 
 pub mod field;
 pub mod frame;
@@ -39,13 +44,25 @@ pub fn parse<'a>(
     scratch: &'a mut Vec<u8>,
     max_body: usize,
 ) -> Result<Record<'a>, Error> {
+    parse_with(frame, scratch, max_body, parse_message)
+}
+
+/// `message` of `frame`, or of the frame inflated into `scratch` from a
+/// type-4 `frame`.
+#[inline(always)]
+fn parse_with<'a, R>(
+    frame: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+    max_body: usize,
+    message: impl FnOnce(&'a [u8]) -> Result<R, Error>,
+) -> Result<R, Error> {
     match frame.get(1).copied() {
         Some(4) => {
             inflate(frame, max_body, &mut *scratch)?;
             let inner: &'a Vec<u8> = scratch;
-            parse_message(inner)
+            message(inner)
         }
-        _ => parse_message(frame),
+        _ => message(frame),
     }
 }
 
@@ -92,7 +109,10 @@ struct Fields<'a> {
 }
 
 /// Reads `n` fields starting at `start` of `frame`; returns them and the
-/// position after the last.
+/// position after the last. Inlined into both parsers, as it was into the
+/// one before the lazy parser came (out of line it cost 50 instructions per
+/// record).
+#[inline(always)]
 fn read_fields(frame: &[u8], start: usize, n: u16) -> Result<(Fields<'_>, usize), Error> {
     let mut f = Fields::default();
     // One cursor over the fields; positions only for offsets.
@@ -151,6 +171,87 @@ fn read_fields(frame: &[u8], start: usize, n: u16) -> Result<(Fields<'_>, usize)
 /// Parses a whole type-3 frame (8-byte proto header included), validating
 /// every part of it.
 pub fn parse_message(frame: &[u8]) -> Result<Record<'_>, Error> {
+    parse_head(frame, |record, ops_at| {
+        op::validate_all(record.bins.ops, record.bins.count, ops_at)?;
+        Ok(record)
+    })
+}
+
+/// [`parse`] but for the ops: the frame, the headers and the fields are
+/// checked (the same errors, in the same order), and the ops region is
+/// left to the consumer, which must validate it before reading a bin
+/// ([`LazyRecord::validate`]).
+pub fn parse_lazy<'a>(
+    frame: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+    max_body: usize,
+) -> Result<LazyRecord<'a>, Error> {
+    parse_with(frame, scratch, max_body, parse_message_lazy)
+}
+
+/// A record whose header and fields are parsed and checked but whose ops
+/// are not validated yet: its metadata can be read (to route it), its bins
+/// only through the `Record` [`LazyRecord::validate`] returns, or through
+/// `Encoder::encode_lazy`, which validates them (the `json` writer as it
+/// writes them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LazyRecord<'a> {
+    /// The record, its bins over ops nobody has validated: private, so that
+    /// no reader outside this crate can walk them.
+    record: Record<'a>,
+    /// Where the ops region starts in the frame (error offsets).
+    ops_at: usize,
+}
+
+impl<'a> LazyRecord<'a> {
+    pub fn namespace(&self) -> &'a str {
+        self.record.namespace
+    }
+    pub fn set(&self) -> Option<&'a str> {
+        self.record.set
+    }
+    pub fn digest(&self) -> [u8; 20] {
+        self.record.digest
+    }
+    /// The record's last-update time (Unix ms), when the message carried one.
+    pub fn lut(&self) -> Option<u64> {
+        self.record.lut
+    }
+
+    /// The record, once every op is validated: the error [`parse`] returns
+    /// for the same frame otherwise.
+    pub fn validate(&self) -> Result<Record<'a>, Error> {
+        let bins = self.record.bins;
+        op::validate_all(bins.ops, bins.count, self.ops_at)?;
+        Ok(self.record)
+    }
+
+    /// The record with its ops not validated: for writers that validate
+    /// each op before they read it ([`LazyRecord::ops`]).
+    pub(crate) fn unvalidated(&self) -> &Record<'a> {
+        &self.record
+    }
+
+    /// The ops region, how many ops it must hold, and where it starts in
+    /// the frame.
+    pub(crate) fn ops(&self) -> (&'a [u8], u16, usize) {
+        (self.record.bins.ops, self.record.bins.count, self.ops_at)
+    }
+}
+
+/// [`parse_message`] but for the ops (see [`parse_lazy`]).
+pub fn parse_message_lazy(frame: &[u8]) -> Result<LazyRecord<'_>, Error> {
+    parse_head(frame, |record, ops_at| Ok(LazyRecord { record, ops_at }))
+}
+
+/// The record of a type-3 frame, its ops not validated, given to `then`
+/// with where they start in the frame (a closure rather than a returned
+/// pair, so that the record is built where the caller returns it).
+#[inline(always)]
+fn parse_head<'a, R>(
+    frame: &'a [u8],
+    then: impl FnOnce(Record<'a>, usize) -> Result<R, Error>,
+) -> Result<R, Error> {
     let h = match well_formed_header(frame) {
         Some(h) => h,
         None => {
@@ -170,25 +271,27 @@ pub fn parse_message(frame: &[u8]) -> Result<Record<'_>, Error> {
         (None, None) => return Err(Error::at(ErrorKind::MissingDigest, ops_at)),
     };
     let ops = frame.get(ops_at..).unwrap_or_default();
-    op::validate_all(ops, h.n_ops, ops_at)?;
-    Ok(Record {
-        message: frame,
-        info1: h.info1,
-        info2: h.info2,
-        info3: h.info3,
-        action,
-        generation: h.generation,
-        record_ttl: h.record_ttl,
-        namespace,
-        set: f.set,
-        user_key: f.user_key,
-        digest,
-        lut: f.lut,
-        bins: Bins {
-            ops,
-            count: h.n_ops,
+    then(
+        Record {
+            message: frame,
+            info1: h.info1,
+            info2: h.info2,
+            info3: h.info3,
+            action,
+            generation: h.generation,
+            record_ttl: h.record_ttl,
+            namespace,
+            set: f.set,
+            user_key: f.user_key,
+            digest,
+            lut: f.lut,
+            bins: Bins {
+                ops,
+                count: h.n_ops,
+            },
         },
-    })
+        ops_at,
+    )
 }
 
 /// The message header of a type-3 frame whose proto header (version 2,

@@ -123,22 +123,19 @@ static VALUE_RULE: [u16; 256] = {
 /// `validate` refuses.
 #[inline]
 pub(crate) fn check_common(ops: &[u8]) -> Option<&[u8]> {
-    let h = ops.first_chunk::<OP_HEADER>()?;
-    let [s0, s1, s2, s3, op, ptype, flags, name_len] = *h;
-    let size = u32::from_be_bytes([s0, s1, s2, s3]) as usize;
-    let name_len = usize::from(name_len);
-    let lut_len = usize::from(flags & FLAG_HAS_LUT) * 8;
-    // What `size` leaves for the value after the op code, type, flags,
-    // name length, name and LUT (one test for all of them).
-    let value_len = size.checked_sub(4 + name_len + lut_len)?;
-    // The whole op (header included) and what follows it.
-    let (whole, next) = ops.split_at_checked(size.checked_add(4)?)?;
+    let WriteOp {
+        whole,
+        ptype,
+        name,
+        value,
+        next,
+    } = cut_write(ops)?;
+    let (name_len, value_len) = (name.len(), value.len());
     // The name ends `OP_HEADER + name_len` into the op: 8 bytes before its
     // end are always there.
     let name_ok = particle::is_ascii_ending(whole.get(..OP_HEADER + name_len)?, name_len);
     let rule = VALUE_RULE[usize::from(ptype)];
-    let fits = op == WRITE
-        && name_ok
+    let fits = name_ok
         // Fixed sizes and blobs first: one test of the value's length.
         && (rule & (1 << value_len.min(ANY_LONGER)) != 0
             || match rule {
@@ -149,6 +146,48 @@ pub(crate) fn check_common(ops: &[u8]) -> Option<&[u8]> {
                 _ => false,
             });
     fits.then_some(next)
+}
+
+/// One op cut from an ops region nobody has validated, with the checks
+/// [`cut`] and [`validate`] make before the name (its size and bounds, the
+/// op code); its name and value are not checked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteOp<'a> {
+    /// The whole op, its 8-byte header included.
+    pub whole: &'a [u8],
+    pub ptype: u8,
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+    /// The ops after it.
+    pub next: &'a [u8],
+}
+
+/// The WRITE op at the front of `ops`, cut as [`check_common`] cuts it;
+/// `None` says nothing about validity ([`validate`] decides).
+#[inline(always)]
+pub(crate) fn cut_write(ops: &[u8]) -> Option<WriteOp<'_>> {
+    let h = ops.first_chunk::<OP_HEADER>()?;
+    let [s0, s1, s2, s3, op, ptype, flags, name_len] = *h;
+    let size = u32::from_be_bytes([s0, s1, s2, s3]) as usize;
+    let name_len = usize::from(name_len);
+    let lut_len = usize::from(flags & FLAG_HAS_LUT) * 8;
+    // What `size` leaves for the value after the op code, type, flags,
+    // name length, name and LUT (one test for all of them).
+    let value_len = size.checked_sub(4 + name_len + lut_len)?;
+    // The whole op (header included) and what follows it.
+    let (whole, next) = ops.split_at_checked(size.checked_add(4)?)?;
+    if op != WRITE {
+        return None;
+    }
+    let name = whole.get(OP_HEADER..OP_HEADER + name_len)?;
+    let value = whole.get(whole.len() - value_len..)?;
+    Some(WriteOp {
+        whole,
+        ptype,
+        name,
+        value,
+        next,
+    })
 }
 
 /// Validates the `count` ops of an ops region that starts `base` bytes into
