@@ -142,6 +142,21 @@ fn every_kind_of_malformed_op_gives_the_parsers_error() {
             list(vec![Elem::Str("ok".into())]),
             |f, at| f[at + 8 + 3 + 4] = 0xfe,
         ),
+        // Elements after a count of none.
+        (
+            "empty list with elements",
+            list(vec![Elem::Int(1)]),
+            |f, at| f[at + 8 + 3] = 0x90,
+        ),
+        (
+            "long string in a map",
+            ValueSpec::Map {
+                order: Default::default(),
+                persist_index: false,
+                entries: vec![(Elem::Str("k".repeat(20)), Elem::Int(2))],
+            },
+            |f, at| f[at + 8 + 3 + 1 + 2 + 1 + 10] = 0xc0,
+        ),
         ("a boolean of 8 bytes", ValueSpec::Int(1), |f, at| {
             f[at + 5] = particle::BOOL
         }),

@@ -17,7 +17,7 @@ use super::cursor::{Cursor, MAX_INT};
 use super::{check_depth, next_elem};
 use super::{BinPolicy, EncodeError, OutName};
 use crate::record::{Action, Bin, ListOrder, MapOrder, Record, UserKey, Value};
-use crate::wire::msgpack::{self, Elem, Reader};
+use crate::wire::msgpack::{Elem, Reader};
 use crate::wire::op::{self, BinIter};
 use crate::wire::particle::{self, Utf8, BLOB, ERLANG_BLOB, JAVA_BLOB, STRING};
 
@@ -702,13 +702,13 @@ fn put_value(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result<(), EncodeE
         Value::Blob { bytes, .. } | Value::Hll(bytes) => put_base64(c, bytes),
         Value::Geo(g) => put_geo(c, g.json, bin)?,
         Value::List { items, .. } => {
-            if !put_flat_collection(c, items.body, items.len, false) {
+            if !put_flat_collection::<false>(c, items.body, items.len, false) {
                 let mut r = items.elements();
                 put_collection(c, &mut r, items.len, false, 1, bin)?;
             }
         }
         Value::Map { items, .. } => {
-            if !put_flat_collection(c, items.body, items.len, true) {
+            if !put_flat_collection::<false>(c, items.body, items.len, true) {
                 let mut r = items.elements();
                 put_collection(c, &mut r, items.len, true, 1, bin)?;
             }
@@ -723,20 +723,35 @@ fn put_value(c: &mut Cursor<'_>, v: &Value<'_>, bin: &str) -> Result<(), EncodeE
 /// per value. `false`, with the output as it was, at the first element of
 /// another kind (nested collection, GeoJSON, ext value): the general writer
 /// then does the whole collection.
+///
+/// `CHECKED`: the body was not validated; `true` then also says it is one
+/// the parser takes (its text ASCII, nothing after the last element).
 #[inline]
-fn put_flat_collection(c: &mut Cursor<'_>, body: &[u8], len: u32, is_map: bool) -> bool {
+fn put_flat_collection<const CHECKED: bool>(
+    c: &mut Cursor<'_>,
+    body: &[u8],
+    len: u32,
+    is_map: bool,
+) -> bool {
     if is_map {
-        put_flat::<true>(c, body, len)
+        put_flat::<true, CHECKED>(c, body, len)
     } else {
-        put_flat::<false>(c, body, len)
+        put_flat::<false, CHECKED>(c, body, len)
     }
 }
 
 /// [`put_flat_collection`], one copy for lists and one for maps (the
 /// element loop without a test of which per element).
-fn put_flat<const IS_MAP: bool>(c: &mut Cursor<'_>, body: &[u8], len: u32) -> bool {
+fn put_flat<const IS_MAP: bool, const CHECKED: bool>(
+    c: &mut Cursor<'_>,
+    body: &[u8],
+    len: u32,
+) -> bool {
     let is_map = IS_MAP;
     let (open, close) = if is_map { (b'{', b'}') } else { (b'[', b']') };
+    if CHECKED && len == 0 && !body.is_empty() {
+        return false;
+    }
     if len == 0 {
         c.ensure(2);
         c.put(&[open, close]);
@@ -747,15 +762,19 @@ fn put_flat<const IS_MAP: bool>(c: &mut Cursor<'_>, body: &[u8], len: u32) -> bo
     for _ in 0..len {
         // Each element is written after its separator; the first `,`
         // becomes the opening bracket below.
-        let mut next = put_flat_elem(c, rest, b',', is_map);
+        let mut next = put_flat_elem::<CHECKED>(c, rest, b',', is_map);
         if is_map {
-            next = next.and_then(|r| put_flat_elem(c, r, b':', false));
+            next = next.and_then(|r| put_flat_elem::<CHECKED>(c, r, b':', false));
         }
         let Some(r) = next else {
             c.truncate(start);
             return false;
         };
         rest = r;
+    }
+    if CHECKED && !rest.is_empty() {
+        c.truncate(start);
+        return false;
     }
     c.set(start, open);
     c.ensure(1);
@@ -770,7 +789,7 @@ fn put_flat<const IS_MAP: bool>(c: &mut Cursor<'_>, body: &[u8], len: u32) -> bo
 /// Small integers and short clean strings here, in the caller's loop;
 /// the rest in [`put_flat_other`].
 #[inline(always)]
-fn put_flat_elem<'a>(
+fn put_flat_elem<'a, const CHECKED: bool>(
     c: &mut Cursor<'_>,
     bytes: &'a [u8],
     sep: u8,
@@ -816,7 +835,7 @@ fn put_flat_elem<'a>(
                 c.ensure(text.len() + 3);
                 let at = c.len();
                 c.put(&[sep, b'"']);
-                if copy_clean::<false>(c, text) {
+                if copy_clean::<CHECKED>(c, text) {
                     c.byte(b'"');
                     return Some(after);
                 }
@@ -824,12 +843,12 @@ fn put_flat_elem<'a>(
             }
         }
     }
-    put_flat_other(c, m, rest, sep, is_key)
+    put_flat_other::<CHECKED>(c, m, rest, sep, is_key)
 }
 
 /// [`put_flat_elem`] for elements other than small integers and short
 /// clean strings: `m` is the element's marker, `rest` what follows it.
-fn put_flat_other<'a>(
+fn put_flat_other<'a, const CHECKED: bool>(
     c: &mut Cursor<'_>,
     m: u8,
     rest: &'a [u8],
@@ -898,6 +917,8 @@ fn put_flat_other<'a>(
     c.byte(sep);
     match payload.split_first() {
         None => c.put(b"\"\""),
+        // Unvalidated text is taken only when ASCII (so UTF-8).
+        Some((&STRING, text)) if CHECKED && !text.is_ascii() => return None,
         Some((&STRING, text)) => put_str(c, particle::text(text, Utf8::Validated).ok()?),
         Some((&(BLOB | JAVA_BLOB..=ERLANG_BLOB), bytes)) => put_base64(c, bytes),
         Some(_) => return None,
@@ -1096,17 +1117,12 @@ fn put_unvalidated_name(c: &mut Cursor<'_>, name: &[u8], head: Option<&[u8; 16]>
 /// [`put_type_and_value_key`] and [`put_bin_value_and_end`] write for the
 /// decoded value. [`put_bin_name`] left the room for a scalar.
 ///
-/// `CHECKED`: the op (`op`, header included) was not validated; `true`
-/// then also says the value is one `op::validate` takes (text ASCII, a
-/// list or map checked by `msgpack::is_flat_collection`; the fixed sizes
-/// and blobs matched here are all valid), `false` says nothing.
+/// `CHECKED`: the value was not validated; `true` then also says it is
+/// one `op::validate` takes (text ASCII, a flat list or map whose text is
+/// ASCII and whose last element ends it; the fixed sizes and blobs matched
+/// here are all valid), `false` says nothing.
 #[inline(always)]
-fn put_common_bin<const CHECKED: bool>(
-    c: &mut Cursor<'_>,
-    ptype: u8,
-    value: &[u8],
-    op: &[u8],
-) -> bool {
+fn put_common_bin<const CHECKED: bool>(c: &mut Cursor<'_>, ptype: u8, value: &[u8]) -> bool {
     match (ptype, value) {
         (particle::INTEGER, &[a, b, d, e, f, g, h, i]) => {
             c.put(b"\",\"type\":\"int\",\"value\":");
@@ -1142,9 +1158,6 @@ fn put_common_bin<const CHECKED: bool>(
             // Only a fix-size header with no ext element after it: no
             // order flags (unordered, as `particle::decode_head` reads it).
             let is_map = ptype == particle::MAP;
-            if CHECKED && !msgpack::is_flat_collection(op, op.len() - value.len(), is_map) {
-                return false;
-            }
             let Some(items) = particle::plain_collection(value, if is_map { 0x80 } else { 0x90 })
             else {
                 return false;
@@ -1155,7 +1168,7 @@ fn put_common_bin<const CHECKED: bool>(
             } else {
                 c.put(b"\",\"type\":\"list\",\"value\":");
             }
-            if !put_flat_collection(c, items.body, items.len, is_map) {
+            if !put_flat_collection::<CHECKED>(c, items.body, items.len, is_map) {
                 c.truncate(start);
                 return false;
             }
@@ -1204,7 +1217,7 @@ fn put_wire_bins<'a>(
         // policy keeps it (the every-bin-as-named copy knows it).
         let head = head.filter(|_| std::ptr::eq(name.base, op.name));
         put_bin_name(c, &name, head);
-        if !put_common_bin::<false>(c, op.ptype, op.value, op.value) {
+        if !put_common_bin::<false>(c, op.ptype, op.value) {
             let Some(value) = op.value() else {
                 break;
             };
@@ -1244,7 +1257,7 @@ fn put_lazy_bins(
         let head = rest.get(op::OP_HEADER..).and_then(|r| r.first_chunk());
         if let Some(op) = op::cut_write(rest) {
             if put_unvalidated_name(c, op.name, head)
-                && put_common_bin::<true>(c, op.ptype, op.value, op.whole)
+                && put_common_bin::<true>(c, op.ptype, op.value)
             {
                 rest = op.next;
                 continue;
@@ -1793,7 +1806,7 @@ mod tests {
         let list = body(&scalars);
         let n = scalars.len() as u32;
         let mut out = b"prefix".to_vec();
-        assert!(put_flat_collection(
+        assert!(put_flat_collection::<false>(
             &mut Cursor::new(&mut out),
             &list,
             n,
@@ -1807,7 +1820,7 @@ mod tests {
             .collect();
         let map = body(&pairs);
         let mut out = b"prefix".to_vec();
-        assert!(put_flat_collection(
+        assert!(put_flat_collection::<false>(
             &mut Cursor::new(&mut out),
             &map,
             n,
@@ -1834,7 +1847,7 @@ mod tests {
         ] {
             let items = [B::Int(1), other];
             let mut out = b"prefix".to_vec();
-            assert!(!put_flat_collection(
+            assert!(!put_flat_collection::<false>(
                 &mut Cursor::new(&mut out),
                 &body(&items),
                 2,
