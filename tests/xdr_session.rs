@@ -164,3 +164,25 @@ fn a_malformed_op_in_a_json_batch_answers_4_and_the_batch_carries_on() {
         .collect();
     assert_eq!(gens, vec![1, 3, 5], "{body}");
 }
+
+/// A record that no destination takes is answered 0 only when it is well
+/// formed: with routing `skip`, a record with a malformed op is still
+/// answered 4 (its ops are validated before the skip is answered).
+#[test]
+fn a_skipped_record_with_a_malformed_op_answers_4() {
+    let sink = Sink::start(always(200));
+    let cfg = one_route(&[("d", sink.url("/"))], "").replace(
+        "routing:\n  mode: static-multi-destination\n  destinations: [d]\n",
+        "routing:\n  mode: skip\n",
+    );
+    assert!(cfg.contains("mode: skip"), "{cfg}");
+    let mut sluice = Sluice::start("malformed-op-skip", &cfg);
+    let mut bad = record("demo", 2);
+    *bad.last_mut().unwrap() = 0xff;
+    let mut c = XdrClient::connect(sluice.xdr);
+    c.send(&[record("demo", 1), bad, record("demo", 3)].concat());
+    assert_eq!(c.acks(3), vec![(0, 1), (4, 2), (0, 3)]);
+    let line = sluice.wait_for("cannot be parsed");
+    assert!(line.contains("answered 4"), "{line}");
+    assert!(sink.requests().is_empty());
+}
