@@ -20,7 +20,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(Message::from_record(&rec).is_ok());
         }
     }
-    // The parser on its own, without the cutter's checks in front.
-    let _ = wire::parse(data, &mut scratch, MAX);
+    // The parser on its own, without the cutter's checks in front; the
+    // lazy parser then validating agrees with it.
+    let full = wire::parse(data, &mut scratch, MAX).map(|r| format!("{r:?}"));
+    let mut lazy_scratch = Vec::new();
+    let lazy = wire::parse_lazy(data, &mut lazy_scratch, MAX)
+        .and_then(|l| l.validate())
+        .map(|r| format!("{r:?}"));
+    assert_eq!(full, lazy);
     let _ = wire::msgpack::Reader::new(data).skip_values(64);
 });
