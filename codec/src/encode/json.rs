@@ -1294,7 +1294,7 @@ fn put_validated_op<'a>(
         ops.get(pos..next).unwrap_or_default(),
         ops.get(next..).unwrap_or_default(),
     );
-    if let Err(e) = put_wire_bins(c, BinIter::new(this, 1), as_named) {
+    if let Err(e) = put_wire_bins(c, BinIter::one(ops, this), as_named) {
         op::validate_all(after, left, base + next).map_err(EncodeError::Malformed)?;
         return Err(e);
     }

@@ -258,6 +258,17 @@ impl<'a> BinIter<'a> {
         }
     }
 
+    /// A walk over the one op `this` (validated) of the ops region `ops`:
+    /// value offsets (in decode errors) count from the region's start, as
+    /// for a walk over the whole region.
+    pub(crate) fn one(ops: &'a [u8], this: &'a [u8]) -> Self {
+        BinIter {
+            ops,
+            rest: this,
+            left: 1,
+        }
+    }
+
     /// The next op, cut without the parser's checks and error reports (it
     /// made them already) and without decoding its value: encoders that
     /// write common particle types straight from the bytes walk these
