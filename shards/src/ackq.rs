@@ -133,10 +133,8 @@ impl AckQueue {
                 }
             }
         } else {
-            for slot in slots {
-                out.extend_from_slice(&ack::frame(slot.result, slot.generation));
-                count(slot.result);
-            }
+            put_acks(out, &front[..n_front], &mut count);
+            put_acks(out, &back[..n_back], &mut count);
         }
         self.slots.drain(..n);
         self.base += n as u64;
@@ -185,6 +183,20 @@ fn decide_pending(slots: &mut [Slot], result: u8) {
         if slot.result == PENDING {
             slot.result = result;
         }
+    }
+}
+
+/// Acks a chunk at a time through the stack: one append per
+/// `ACKS_AT_ONCE` acks instead of a capacity check per ack.
+fn put_acks(out: &mut Vec<u8>, slots: &[Slot], count: &mut impl FnMut(u8)) {
+    const ACKS_AT_ONCE: usize = 8;
+    for chunk in slots.chunks(ACKS_AT_ONCE) {
+        let mut acks = [0u8; ACKS_AT_ONCE * ack::ACK_LEN];
+        for (slot, dst) in chunk.iter().zip(acks.chunks_exact_mut(ack::ACK_LEN)) {
+            dst.copy_from_slice(&ack::frame(slot.result, slot.generation));
+            count(slot.result);
+        }
+        out.extend_from_slice(&acks[..chunk.len() * ack::ACK_LEN]);
     }
 }
 
