@@ -35,6 +35,7 @@ const GENERATION_AT: usize = PROTO_HEADER + 6;
 /// One ack answering a request of generation `generation`: the template
 /// with two fields patched (acks are written one per record, so they are
 /// not built field by field through [`MsgHeader::write`]).
+#[inline]
 pub fn frame(result: u8, generation: u32) -> [u8; ACK_LEN] {
     let mut a = TEMPLATE;
     a[RESULT_AT] = result;

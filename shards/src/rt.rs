@@ -173,12 +173,11 @@ impl<T> SendVectored for Box<futures_rustls::client::TlsStream<T>> {}
 #[derive(Debug, Clone, Default)]
 pub struct Bodies(Rc<RefCell<Vec<bytes::Bytes>>>);
 
-/// Bodies shorter than this are not registered: h2 (0.4, `FramedWrite`)
-/// copies a DATA payload under 1 KiB into its own buffer when the I/O below
-/// it does not report vectored writes (ours, [`H2Io`],
-/// does not), so their bytes never reach [`TurnBuffered`] as themselves.
-/// Registering them (one record per request: hundreds per connection) only
-/// made every write scan a longer list.
+/// Bodies shorter than this are not registered: one record per request
+/// (hundreds per connection) made every write scan a longer list, to save
+/// copying less than 1 KiB each. (h2 0.4's `FramedWrite` copies a DATA
+/// payload under 256 bytes, and the first 256 bytes of a longer one, into
+/// its own buffer, since [`H2Io`] reports vectored writes.)
 const CHAINED_BODY: usize = 1024;
 
 impl Bodies {
@@ -251,6 +250,18 @@ impl<T> TurnBuffered<T> {
     pub fn buffered(&self) -> usize {
         let io = self.io.borrow();
         io.pending
+    }
+}
+
+impl<T> TurnBuffered<T> {
+    /// `data` as a reference to the registered body it lies in, if it is
+    /// long enough to be one (a shorter write, such as a frame head, is
+    /// copied without a look through the bodies).
+    fn shared(&self, data: &[u8]) -> Option<bytes::Bytes> {
+        if data.len() < CHAINED_BODY {
+            return None;
+        }
+        self.bodies.as_ref()?.find(data)
     }
 }
 
@@ -378,11 +389,45 @@ impl<T: AsyncWrite + SendVectored + Unpin + 'static> AsyncWrite for TurnBuffered
         if data.len() >= self.cap {
             return Pin::new(&mut io.inner).poll_write(cx, data);
         }
-        match self.bodies.as_ref().and_then(|b| b.find(data)) {
+        match self.shared(data) {
             Some(shared) => io.share(shared),
             None => io.copy(data),
         }
         Poll::Ready(Ok(data.len()))
+    }
+
+    /// The pieces of one write gathered together: h2 hands a DATA frame
+    /// over as its head (with the first bytes of its payload) and the rest
+    /// of the payload in one call, so a registered body's bytes are shared
+    /// as they come.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        {
+            let mut io = self.io.borrow_mut();
+            if io.pending + total > self.cap {
+                ready!(io.poll_write_buffered(cx))?;
+            }
+            if io.pending + total <= self.cap {
+                for b in bufs.iter().filter(|b| !b.is_empty()) {
+                    match self.shared(b) {
+                        Some(shared) => io.share(shared),
+                        None => io.copy(b),
+                    }
+                }
+                return Poll::Ready(Ok(total));
+            }
+        }
+        // Larger than the buffer: its first piece the way a plain write
+        // goes (straight through).
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
+        self.poll_write(cx, first)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -501,6 +546,21 @@ impl<T: AsyncWrite + Unpin> tokio::io::AsyncWrite for H2Io<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+
+    /// Reported so that h2 copies only the first 256 bytes of a DATA
+    /// payload next to its frame head (1 KiB without), and writes a frame
+    /// as its head and its payload in one call instead of two.
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -953,20 +1013,29 @@ mod tests {
                 io.write_all(&body[..10_000]).await.unwrap();
                 io.write_all(&other).await.unwrap();
                 io.write_all(&body[10_000..30_000]).await.unwrap();
+                // h2's vectored write of a DATA frame: its head (copied)
+                // and its payload (referenced) in one call.
+                let frame = [
+                    std::io::IoSlice::new(b"vhead"),
+                    std::io::IoSlice::new(&body[30_000..40_000]),
+                ];
+                assert_eq!(io.write_vectored(&frame).await.unwrap(), 5 + 10_000);
                 io.flush().await.unwrap();
-                assert_eq!(io.buffered(), 4 + 10_000 + 1000 + 20_000);
+                assert_eq!(io.buffered(), 4 + 10_000 + 1000 + 20_000 + 5 + 10_000);
                 assert_eq!(
                     io.io.borrow().buf.len(),
-                    4 + 1000,
+                    4 + 1000 + 5,
                     "only unregistered bytes copied"
                 );
                 expected.extend_from_slice(b"head");
                 expected.extend_from_slice(&body[..10_000]);
                 expected.extend_from_slice(&other);
                 expected.extend_from_slice(&body[10_000..30_000]);
+                expected.extend_from_slice(b"vhead");
+                expected.extend_from_slice(&body[30_000..40_000]);
                 // Then turns of frame-sized pieces, each behind a head, more
                 // than the socket takes before the peer reads.
-                for (i, piece) in body[30_000..].chunks(16_384).enumerate() {
+                for (i, piece) in body[40_000..].chunks(16_384).enumerate() {
                     io.write_all(&[i as u8; 9]).await.unwrap();
                     io.write_all(piece).await.unwrap();
                     io.flush().await.unwrap();

@@ -37,6 +37,9 @@ use crate::stats::{AckCounts, LocalCounter};
 /// took 51 KB on average, at 256 KiB a million batched records take about
 /// 3 700 fewer reads (one session's buffer: 192 KiB more).
 const READ_BUF: usize = 256 * 1024;
+/// Units of the shard's permits a session takes at once (as many as are
+/// free, up to this).
+const PERMITS_AT_ONCE: u64 = 64;
 /// Every ack is decided this long after its request arrived (XDR gives up
 /// after 10 s and resends).
 pub const RECORD_DEADLINE: Duration = Duration::from_secs(8);
@@ -167,6 +170,19 @@ fn words<const W: usize>(s: &[u8]) -> Option<([u8; W], [u8; W])> {
     Some((*s.first_chunk::<W>()?, *s.last_chunk::<W>()?))
 }
 
+/// A session's read buffer, given back to its shard when the session ends.
+struct ReadBuf<'a> {
+    buf: Vec<u8>,
+    ctx: &'a ShardCtx,
+}
+
+impl Drop for ReadBuf<'_> {
+    fn drop(&mut self) {
+        self.ctx
+            .recycle_read_buf(std::mem::take(&mut self.buf), READ_BUF);
+    }
+}
+
 /// When a read's bytes arrived: every record cut from them shares it.
 #[derive(Debug, Clone, Copy)]
 struct Arrival {
@@ -196,9 +212,19 @@ impl Session {
     /// Step 1 — read: bytes land in one buffer; frames are cut in place.
     async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R) {
         let max_body = self.ctx.plan().plan.service.max_message_bytes;
-        let mut buf = vec![0u8; READ_BUF];
+        let ctx = self.ctx.clone();
+        let mut lease = ReadBuf {
+            buf: ctx.read_buf(READ_BUF),
+            ctx: &ctx,
+        };
+        let buf = &mut lease.buf;
         let (mut start, mut end) = (0usize, 0usize);
         let mut arrival = Arrival::now();
+        // Units of the shard's permits taken for the records of the bytes
+        // read now, up to PERMITS_AT_ONCE at a time (one look at the
+        // semaphore per chunk, not per record); what is left goes back
+        // before the next read waits.
+        let mut stash: Option<Held> = None;
         loop {
             while start < end {
                 match wire::frame::cut(&buf[start..end], max_body) {
@@ -210,16 +236,27 @@ impl Session {
                                 // Backpressure: wait for room before taking
                                 // the record on (awaited only when there is
                                 // none: the common path stays synchronous).
-                                let permit = match Held::try_one(&self.ctx.permits) {
-                                    Ok(Some(p)) => p,
-                                    Ok(None) => match Held::one(&self.ctx.permits).await {
-                                        Some(p) => p,
-                                        // Closed: skipping the record would
-                                        // shift every later ack onto the wrong
-                                        // request: end the session, XDR resends.
-                                        None => return,
+                                let permit = match stash.as_mut().and_then(Held::split_one) {
+                                    Some(p) => p,
+                                    None => match Held::try_some(&ctx.permits, PERMITS_AT_ONCE) {
+                                        Ok(Some(mut taken)) => {
+                                            let p = taken.split_one();
+                                            stash = Some(taken);
+                                            match p {
+                                                Some(p) => p,
+                                                // Never: at least one unit taken.
+                                                None => return,
+                                            }
+                                        }
+                                        Ok(None) => match Held::one(&ctx.permits).await {
+                                            Some(p) => p,
+                                            // Closed: skipping the record would
+                                            // shift every later ack onto the wrong
+                                            // request: end the session, XDR resends.
+                                            None => return,
+                                        },
+                                        Err(()) => return,
                                     },
-                                    Err(()) => return,
                                 };
                                 self.on_record(frame.bytes, arrival, permit);
                             }
@@ -254,6 +291,8 @@ impl Session {
                 buf.truncate(READ_BUF);
                 buf.shrink_to_fit();
             }
+            // Units not used by these bytes' records go back before waiting.
+            stash = None;
             let n = match reader.read(&mut buf[end..]).await {
                 Ok(0) => return,
                 Ok(n) => n,
