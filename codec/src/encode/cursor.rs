@@ -29,13 +29,12 @@
 
 use std::ptr;
 
-/// Two ASCII digits for each of 0..100.
-static PAIRS: [u8; 200] = {
-    let mut t = [0u8; 200];
+/// Two ASCII digits for each of 0..100 (one 2-byte load each).
+static PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
     let mut i = 0;
     while i < 100 {
-        t[2 * i] = b'0' + (i / 10) as u8;
-        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
         i += 1;
     }
     t
@@ -431,10 +430,7 @@ impl<'v> Cursor<'v> {
     /// (counts, small keys, list items) without counting the digits first.
     #[inline(always)]
     pub fn u64(&mut self, v: u64) {
-        let pair = |r: u64| {
-            let r = r as usize * 2;
-            [PAIRS[r], PAIRS[r + 1]]
-        };
+        let pair = |r: u64| PAIRS[r as usize];
         if v < 10 {
             self.byte(b'0' + v as u8);
         } else if v < 100 {
@@ -453,8 +449,8 @@ impl<'v> Cursor<'v> {
     /// Exactly 4 digits of `v` (below 10,000), zero-padded.
     #[inline(always)]
     fn four(&mut self, v: u32) {
-        let (a, b) = ((v / 100) as usize * 2, (v % 100) as usize * 2);
-        self.put(&[PAIRS[a], PAIRS[a + 1], PAIRS[b], PAIRS[b + 1]]);
+        let ([a, b], [d, e]) = (PAIRS[(v / 100) as usize], PAIRS[(v % 100) as usize]);
+        self.put(&[a, b, d, e]);
     }
 
     /// [`Cursor::u64`] from 10,000 up: the leading 1 to 4 digits, then
@@ -597,6 +593,39 @@ mod tests {
                 c.u64(v);
             }
             assert_eq!(String::from_utf8(out).unwrap(), v.to_string());
+        }
+    }
+
+    #[test]
+    fn integers_of_every_length_and_digit_match_display() {
+        // Every digit in every place (8-digit groups are converted in
+        // lanes), zeros inside and at the ends of groups, and mixed values
+        // of each length.
+        let mut values: Vec<u64> = Vec::new();
+        for p in 4..19u32 {
+            let t = 10u64.pow(p);
+            for d in 1..10u64 {
+                values.extend([d * t, d * t + d, d * t + t / 10 * 3]);
+                for q in 0..p {
+                    values.push(t + d * 10u64.pow(q));
+                }
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for v in values {
+            let mut out = Vec::new();
+            {
+                let mut c = Cursor::new(&mut out);
+                c.ensure(MAX_INT);
+                c.u64(v);
+            }
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string(), "{v}");
         }
     }
 
