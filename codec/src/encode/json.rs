@@ -393,15 +393,18 @@ fn float(c: &mut Cursor<'_>, v: f64) {
     // shortest text for them, written without ryu's search. At most
     // 1 + 9 + 4 bytes.
     let eighths = v * 8.0;
-    // Below 2^30 the conversion is exact for whole numbers, so converting
-    // back tests wholeness (`trunc` is a library call on baseline x86-64).
-    let n = eighths as i64;
-    if eighths.abs() < (1u64 << 30) as f64 && n as f64 == eighths && v != 0.0 {
+    // A whole number of eighths in `i32`'s range converts and back
+    // unchanged; a fraction does not, nor does a number out of range (the
+    // conversion saturates) or NaN (it gives 0), so converting back tests
+    // wholeness (`trunc` is a library call on baseline x86-64). 0 and -0.0
+    // are left to ryu.
+    let n = eighths as i32;
+    if f64::from(n) == eighths && n != 0 && n.unsigned_abs() < 1 << 30 {
         if n < 0 {
             c.byte(b'-');
         }
         let n = n.unsigned_abs();
-        c.u64(n >> 3);
+        c.u64(u64::from(n >> 3));
         match n & 7 {
             0 => c.put(b".0"),
             1 => c.put(b".125"),
@@ -1675,6 +1678,27 @@ mod tests {
         assert_eq!(s(|o| write_f64(o, f64::NEG_INFINITY)), "null");
         let big: f64 = serde_json::from_str(&s(|o| write_f64(o, 1e300))).unwrap();
         assert_eq!(big, 1e300);
+    }
+
+    #[test]
+    fn floats_at_the_edges_of_the_eighths_shortcut_match_ryu() {
+        // Whole eighths up to 2^27 in size are written without ryu; at and
+        // past the edges (and for zeros, fractions of eighths, values out
+        // of `i32`'s range and non-finite ones) ryu writes them: the text
+        // is ryu's either way.
+        let edge = f64::from(1u32 << 27);
+        let mut values = vec![0.0, -0.0, 0.125, -0.125, 1.0 / 16.0, 5e-324, f64::MAX];
+        for x in [edge, edge * 2.0, edge * 16.0, f64::from(u32::MAX), 1e12] {
+            values.extend([x, -x, x - 0.125, -x + 0.125, x + 0.125, x - 1.0]);
+        }
+        for v in values {
+            let want = if v.is_finite() {
+                ryu::Buffer::new().format_finite(v).to_owned()
+            } else {
+                "null".to_owned()
+            };
+            assert_eq!(s(|o| write_f64(o, v)), want, "{v:e}");
+        }
     }
 
     #[test]
