@@ -19,7 +19,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, Criterion, Throughput};
 use sluice_codec::build::Message;
-use sluice_codec::encode::{avro, BinPolicy, Encoder};
+use sluice_codec::encode::{BinPolicy, Encoder};
 use sluice_codec::wire;
 
 const RECEIVED_MS: u64 = 1_700_000_000_000;
@@ -29,16 +29,6 @@ fn standard_frame() -> Vec<u8> {
     Message::standard()
         .to_vec()
         .expect("the standard record builds")
-}
-
-fn encoders() -> Vec<Encoder> {
-    vec![
-        Encoder::json(),
-        Encoder::flat_json("metadata"),
-        Encoder::message_pack(),
-        Encoder::avro(avro::DEFAULT_SCHEMA, true).expect("the default schema parses"),
-        Encoder::xdr(),
-    ]
 }
 
 /// Parse alone validates the whole message; parse + a format takes the
@@ -66,7 +56,7 @@ fn bench_codec(c: &mut Criterion) {
         b.iter(|| parse_and_encode(black_box(&frame), None, &policy, &mut Vec::new()))
     });
     let mut out = Vec::with_capacity(4096);
-    for enc in encoders() {
+    for enc in Encoder::each_format() {
         g.bench_function(format!("parse+{}", enc.name()), |b| {
             b.iter(|| parse_and_encode(black_box(&frame), Some(&enc), &policy, &mut out))
         });
@@ -80,7 +70,9 @@ criterion_group!(benches, bench_codec);
 fn count_loop(iters: u64) {
     let frame = standard_frame();
     let format = std::env::var("CODEC_FORMAT").unwrap_or_else(|_| "json".to_string());
-    let enc = encoders().into_iter().find(|e| e.name() == format);
+    let enc = Encoder::each_format()
+        .into_iter()
+        .find(|e| e.name() == format);
     let policy = BinPolicy::all();
     let mut out = Vec::with_capacity(4096);
     for _ in 0..iters {

@@ -8,21 +8,11 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use sluice_codec::build::{BinSpec, Elem, Message, ValueSpec};
-use sluice_codec::encode::{avro, BinPolicy, EncodeError, Encoder, NameTransform};
+use sluice_codec::encode::{BinPolicy, EncodeError, Encoder, NameTransform};
 use sluice_codec::wire::{self, particle};
 use sluice_codec::{ErrorKind, ListOrder};
 
 const RECEIVED: u64 = 1_700_000_000_999;
-
-fn encoders() -> Vec<Encoder> {
-    vec![
-        Encoder::json(),
-        Encoder::flat_json("metadata"),
-        Encoder::message_pack(),
-        Encoder::avro(avro::DEFAULT_SCHEMA, true).unwrap(),
-        Encoder::xdr(),
-    ]
-}
 
 fn policies() -> Vec<BinPolicy> {
     vec![
@@ -51,7 +41,7 @@ fn same_both_ways(frame: &[u8]) -> Option<sluice_codec::Error> {
             .map(|r| format!("{r:?}"))
             .map_err(Clone::clone)
     );
-    for enc in encoders() {
+    for enc in Encoder::each_format() {
         for policy in policies() {
             let mut want = b"prefix".to_vec();
             let want_result = match &full {

@@ -205,16 +205,6 @@ fn count_encodes(enc: &Encoder, policy: &BinPolicy, frame: &[u8]) -> u64 {
     })
 }
 
-fn every_encoder() -> Vec<Encoder> {
-    vec![
-        Encoder::json(),
-        Encoder::flat_json("metadata"),
-        Encoder::message_pack(),
-        Encoder::avro(avro::DEFAULT_SCHEMA, true).unwrap(),
-        Encoder::xdr(),
-    ]
-}
-
 #[test]
 fn the_counter_sees_allocations() {
     // Guards the tests below: a counter that cannot count proves nothing.
@@ -255,7 +245,7 @@ fn every_encoder_allocates_nothing_per_record() {
         collections_frame(),
         delete_frame(),
     ] {
-        for enc in every_encoder() {
+        for enc in Encoder::each_format() {
             let n = count_encodes(&enc, &policy, &frame);
             assert_eq!(
                 n,

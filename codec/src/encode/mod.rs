@@ -158,6 +158,24 @@ impl Encoder {
         Self::of(Kind::Xdr)
     }
 
+    /// One encoder of each format with its default options (flat-json's
+    /// `metadata` key, avro's default schema with map keys as strings), in
+    /// FORMATS.md's order: for the tests, benches and tools that cover
+    /// every format.
+    pub fn each_format() -> Vec<Self> {
+        let mut all = vec![
+            Self::json(),
+            Self::flat_json("metadata"),
+            Self::message_pack(),
+        ];
+        // The built-in schema is a constant the avro tests parse; it cannot
+        // fail here, and if it ever did the list would lack avro rather
+        // than panic.
+        all.extend(Self::avro(avro::DEFAULT_SCHEMA, true).ok());
+        all.push(Self::xdr());
+        all
+    }
+
     /// The framing of text batches (json, flat-json); ignored by binary formats.
     pub fn with_text_batch(mut self, framing: TextBatch) -> Self {
         self.text_batch = framing;

@@ -1243,3 +1243,13 @@ fn json_from_the_ops_matches_json_from_decoded_bins() {
     }
     assert_eq!(compared, values.len() * 2 * policies.len());
 }
+
+#[test]
+fn each_format_has_one_encoder_of_every_format() {
+    let names: Vec<_> = Encoder::each_format().iter().map(Encoder::name).collect();
+    assert_eq!(
+        names,
+        ["json", "flat-json", "message-pack", "avro", "xdr"],
+        "the tests and benches that walk every format rely on this list"
+    );
+}
