@@ -236,18 +236,10 @@ impl Session {
                                 // Backpressure: wait for room before taking
                                 // the record on (awaited only when there is
                                 // none: the common path stays synchronous).
-                                let permit = match stash.as_mut().and_then(Held::split_one) {
-                                    Some(p) => p,
-                                    None => match Held::try_some(&ctx.permits, PERMITS_AT_ONCE) {
-                                        Ok(Some(mut taken)) => {
-                                            let p = taken.split_one();
-                                            stash = Some(taken);
-                                            match p {
-                                                Some(p) => p,
-                                                // Never: at least one unit taken.
-                                                None => return,
-                                            }
-                                        }
+                                let permit =
+                                    match Held::one_from(&mut stash, &ctx.permits, PERMITS_AT_ONCE)
+                                    {
+                                        Ok(Some(p)) => p,
                                         Ok(None) => match Held::one(&ctx.permits).await {
                                             Some(p) => p,
                                             // Closed: skipping the record would
@@ -256,8 +248,7 @@ impl Session {
                                             None => return,
                                         },
                                         Err(()) => return,
-                                    },
-                                };
+                                    };
                                 self.on_record(frame.bytes, arrival, permit);
                             }
                             // Connector DCs are never sent logins; a security

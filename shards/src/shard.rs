@@ -181,6 +181,27 @@ impl Held {
         }
     }
 
+    /// One unit from `stash` (the units taken for one read's records), or,
+    /// once it is empty, up to `want` more taken at once into it, one of
+    /// them returned: one look at the semaphore per `want` records.
+    /// `Ok(None)` when none is free now; `Err(())` once it is closed.
+    pub(crate) fn one_from(
+        stash: &mut Option<Held>,
+        sem: &Rc<Semaphore>,
+        want: u64,
+    ) -> Result<Option<Held>, ()> {
+        if let Some(one) = stash.as_mut().and_then(Held::split_one) {
+            return Ok(Some(one));
+        }
+        let Some(mut taken) = Held::try_some(sem, want)? else {
+            return Ok(None);
+        };
+        // At least one unit was taken, so this is Some.
+        let one = taken.split_one();
+        *stash = Some(taken);
+        Ok(one)
+    }
+
     /// One of these units, as a `Held` of its own; None when none is left.
     pub fn split_one(&mut self) -> Option<Held> {
         self.units = self.units.checked_sub(1)?;
@@ -188,11 +209,6 @@ impl Held {
             sem: self.sem.clone(),
             units: 1,
         })
-    }
-
-    /// Units held.
-    pub fn units(&self) -> u64 {
-        self.units
     }
 
     /// One unit, waiting for it; None once the semaphore is closed.
