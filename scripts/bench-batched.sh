@@ -28,10 +28,12 @@
 # Then a `perf record` of one more run (BIN, the first peer) gives the top 10
 # symbols by self time. The result goes into perf/RESULTS.md between the
 # bench-batched.sh markers (RESULTS=0: print only).
+# Then one more run per row under `perf stat` counts sluice's wakes of other
+# processes and its own context switches per 1,000 records (COUNT=0: not).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
 # Env: RECORDS [1000000], CONNECTIONS ["4 16"], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
 #      binary measured; default target/release/sluice), BASE, PERF=0 (no perf
-#      record), SKIP_BUILD=1, RESULTS=0.
+#      record), COUNT=0 (no counted runs), SKIP_BUILD=1, RESULTS=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -140,6 +142,42 @@ for i in $(seq 1 "$RUNS"); do
   done
 done
 
+# One more run per peer and connection count (BIN only, not timed) under
+# `perf stat`: how often sluice wakes another process (sched_waking in its
+# context: mostly the peer and gen, each asleep on the other CPU) and how
+# often it sleeps itself (context switches), per 1,000 records. On a VM a
+# wake of a sleeping process on another CPU costs the waker tens of µs
+# (scripts/wake-cost.sh), which is why the peers' rows differ.
+declare -A WAKES SLEEPS
+if [ "${COUNT:-1}" != 0 ] && command -v perf >/dev/null; then
+  for peer in $PEERS; do
+    for conns in $CONNECTIONS; do
+      start_connector "$BIN" "$peer" "$conns"
+      gen_run "$W/warm.json" 50000
+      perf stat -x, -e sched:sched_waking,context-switches -p "$CPID" -o "$W/count.csv" &
+      P=$!
+      sleep 0.5
+      gen_run "$W/count.json" "$RECORDS" || true
+      kill -INT "$P" 2>/dev/null || true
+      wait "$P" 2>/dev/null || true
+      stop_connector
+      acked=$(jget "$W/count.json" acked)
+      read -r WAKES[$peer,$conns] SLEEPS[$peer,$conns] < <(python3 - "$W/count.csv" "$acked" <<'PY'
+import sys
+n = {}
+for line in open(sys.argv[1]):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].replace(".", "").isdigit():
+        n[f[2]] = float(f[0])
+k = 1000 / max(float(sys.argv[2]), 1)
+print("%.2f %.2f" % (n.get("sched:sched_waking", 0) * k, n.get("context-switches", 0) * k))
+PY
+      )
+      echo "== counted, $peer, $conns connections: ${WAKES[$peer,$conns]} wakes, ${SLEEPS[$peer,$conns]} context switches per 1,000 records"
+    done
+  done
+fi
+
 TOP=""
 FIRST=${PEERS%% *}
 FIRST_CONNS=${CONNECTIONS##* }
@@ -193,6 +231,20 @@ row() { # SIDE PEER CONNECTIONS LABEL -> a table row; sets MED
   done
   echo
   echo "Target ≥ 1 M records per CPU second (≤ 1 µs per record), per peer in the median column."
+  if [ ${#WAKES[@]} -gt 0 ]; then
+    echo
+    echo "Wakes and sleeps of sluice per 1,000 records (one more run of $NEW_NAME per row, not timed, under"
+    echo "\`perf stat -e sched:sched_waking,context-switches -p PID\`; a wake is sluice waking another process, mostly the"
+    echo "peer or gen asleep on the other CPU; see wake-cost.sh for what one costs here):"
+    echo
+    echo "| peer | connections | wakes / 1k records | context switches / 1k records |"
+    echo "|---|---|---|---|"
+    for peer in $PEERS; do
+      for conns in $CONNECTIONS; do
+        echo "| $peer | $conns | ${WAKES[$peer,$conns]} | ${SLEEPS[$peer,$conns]} |"
+      done
+    done
+  fi
   if [ -n "$TOP" ]; then
     echo
     echo "Where sluice's time goes (\`perf record -F 999 -g -p PID\` over one more run of $RECORDS records"

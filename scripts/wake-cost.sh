@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# What waking another process costs on this machine (scripts/wake-cost.c):
+# two processes on CPU 0 and CPU 1 bounce a byte ROUNDS times, in three
+# cases, alternated RUNS times; the CPU 0 side's wall time and CPU time
+# (user + system) per round trip, medians:
+#   neither sleeps     both spin on non-blocking reads: the syscalls alone
+#   only CPU 0 sleeps  CPU 0 blocks and is woken; its writes wake nobody
+#   both sleep         as above, and each write of CPU 0 wakes CPU 1's
+#                      sleeping process
+# "both sleep" minus "only CPU 0 sleeps" is the CPU a writer pays to wake a
+# sleeping process on another CPU. sluice's CPU per record depends on how
+# many such wakes it makes per record (perf/RESULTS.md, batched delivery).
+# The result goes into perf/RESULTS.md between the wake-cost.sh markers
+# (RESULTS=0: print only).
+# Usage: scripts/wake-cost.sh [RUNS]   (default 5)
+# Env: ROUNDS [50000], RESULTS=0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-${RUNS:-5}}
+ROUNDS=${ROUNDS:-50000}
+. scripts/bench-lib.sh
+[ "$NCPU" -gt 1 ] || { echo "wake-cost: needs two CPUs" >&2; exit 2; }
+mkdir -p target
+cc -O2 -Wall -o target/wake-cost scripts/wake-cost.c
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+
+declare -A WALL CPU
+CASES=("1 1" "0 1" "0 0")
+NAMES=("neither sleeps" "only CPU 0 sleeps" "both sleep")
+for i in $(seq 1 "$RUNS"); do
+  for c in 0 1 2; do
+    # shellcheck disable=SC2086
+    read -r w u < <(target/wake-cost "$ROUNDS" ${CASES[$c]})
+    WALL[$c]="${WALL[$c]:-} $w"
+    CPU[$c]="${CPU[$c]:-} $u"
+    echo "== run $i/$RUNS, ${NAMES[$c]}: $w µs wall, $u µs CPU per round trip"
+  done
+done
+
+OUT=$(mktemp /tmp/sluice-wake-cost.XXXXXX)
+{
+  echo "<!-- wake-cost.sh:begin -->"
+  echo "## What a wake costs here (scripts/wake-cost.sh)"
+  echo
+  echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs, kernel $(uname -r);"
+  echo "$(date -u '+%Y-%m-%d %H:%M') UTC, load average before: $LOAD0."
+  echo "Command: \`scripts/wake-cost.sh $RUNS\` (ROUNDS=$ROUNDS): two processes on CPUs 0 and 1 bounce one byte over a"
+  echo "Unix socket pair; the CPU 0 side's figures per round trip, median of $RUNS alternated runs."
+  echo
+  echo "| case | wall µs per round trip | CPU 0's CPU µs per round trip (runs) | median |"
+  echo "|---|---|---|---|"
+  for c in 0 1 2; do
+    # shellcheck disable=SC2086
+    echo "| ${NAMES[$c]} | $(printf '%.1f' "$(median ${WALL[$c]})") | $(echo ${CPU[$c]} | sed 's/ /, /g') | **$(printf '%.1f' "$(median ${CPU[$c]})")** |"
+  done
+  echo
+  # shellcheck disable=SC2086
+  echo "Waking a sleeping process on the other CPU costs the writer about **$(python3 -c "print('%.1f' % ($(median ${CPU[2]}) - $(median ${CPU[1]})))") µs** of CPU here (both sleep minus only CPU 0 sleeps)."
+  echo "<!-- wake-cost.sh:end -->"
+} >"$OUT"
+cat "$OUT"
+[ "${RESULTS:-1}" = 0 ] || write_results wake-cost.sh "$OUT"
+rm -f "$OUT"
