@@ -240,3 +240,60 @@ fn a_zero_retry_budget_allows_no_retry() {
     let (requests, retries, denied) = against_a_failing_destination("retry-budget-0", retry, 20);
     assert_eq!((requests, retries, denied), (20, 0, 20));
 }
+
+/// A destination that answers 200 to each request after `answer_after`,
+/// over one HTTP/1.1 connection (the default), with `call-timeout` and no
+/// retries; the server, sluice, its manage address and an XDR client.
+fn one_slow_connection(
+    name: &str,
+    answer_after: Duration,
+    call_timeout_ms: u64,
+) -> (Server, Sluice, SocketAddr, XdrClient) {
+    let server = Server::start(Arc::new(move |_| {
+        std::thread::sleep(answer_after);
+        (200, Vec::new())
+    }));
+    let dest = format!("    call-timeout: {call_timeout_ms}\n    retry:\n      max-attempts: 1\n");
+    let service = "  manage:\n    address: 127.0.0.1\n    port: 0\n";
+    let mut sluice = Sluice::start(name, &config(server.addr, &dest, service));
+    let manage = sluice.manage();
+    let c = XdrClient::connect(sluice.xdr);
+    (server, sluice, manage, c)
+}
+
+#[test]
+fn call_timeout_counts_from_when_the_request_has_a_connection() {
+    // A destination that takes 250 ms per request: six records sent at once
+    // queue behind each other for up to 1.25 s, but each call takes 250 ms,
+    // well inside the 600 ms call timeout. Without retries, a timeout that
+    // counted the queueing answered the last four 11 unsent.
+    let (server, _sluice, manage, mut c) =
+        one_slow_connection("call-timeout-queue", Duration::from_millis(250), 600);
+    c.send(&(1..=6).flat_map(|g| record("r", g)).collect::<Vec<_>>());
+    assert_eq!(c.acks(6), (1..=6).map(|g| (0, g)).collect::<Vec<_>>());
+    assert_eq!(server.requests(), 6);
+    assert_eq!(metric(manage, "sluice_destination_timeouts_total"), 0);
+}
+
+#[test]
+fn a_request_waiting_for_a_connection_is_answered_11_at_its_deadline() {
+    // A destination that never answers, a 3 s call timeout: the first
+    // record holds the connection 3 s, the second the next 3 s, the third
+    // until its deadline (8 s). The fourth never gets the connection: it
+    // waits until its deadline and is answered 11 like the others, unsent.
+    let (server, _sluice, manage, mut c) =
+        one_slow_connection("slot-deadline", Duration::from_secs(30), 3000);
+    let sent = Instant::now();
+    c.send(&(1..=4).flat_map(|g| record("r", g)).collect::<Vec<_>>());
+    assert_eq!(c.acks(4), (1..=4).map(|g| (11, g)).collect::<Vec<_>>());
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "acked after XDR's timeout"
+    );
+    assert_eq!(
+        server.requests(),
+        3,
+        "records 1-3 get the connection in turn, the fourth never"
+    );
+    assert_eq!(metric(manage, "sluice_destination_timeouts_total"), 4);
+}

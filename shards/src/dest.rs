@@ -10,6 +10,10 @@
 //! destination cannot grow its buffers), and a request that would make the
 //! queue longer than `max-request-queued-per-endpoint` is not queued: it
 //! goes to another endpoint, or its attempt fails (retried, then 11).
+//! `call-timeout` counts from when the request has its slot: a burst that
+//! only queues behind busy connections is not timed out (and retried) for
+//! the queueing; the wait itself ends at the record's deadline at the
+//! latest.
 //!
 //! Health: an endpoint whose connection attempt fails is marked down for a
 //! backoff that doubles per consecutive failure (100 ms up to 5 s); a
@@ -56,6 +60,8 @@ pub enum AttemptError {
     },
     #[error("request to {url} timed out after {after:?}")]
     Timeout { url: String, after: Duration },
+    #[error("no connection to {url} was free before the record's deadline (waited {waited:?})")]
+    NoSlot { url: String, waited: Duration },
     #[error("cannot connect to {url}: {why}")]
     Connect { url: String, why: String },
     #[error("request to {url} failed: {why}")]
@@ -89,11 +95,14 @@ pub struct Pool {
     rng: Cell<u64>,
     /// Where the next endpoint choice starts: ties in flight go round robin.
     turn: Cell<usize>,
-    /// Request sent → answered or failed, microseconds.
+    /// Request sent (its slot taken) → answered or failed, microseconds.
     latency: RefCell<hdrhistogram::Histogram<u64>>,
     budget: RetryBudget,
     /// The requests' call timeouts (one timer for the pool, not one each).
     timeouts: Timeouts,
+    /// The deadlines of requests waiting for a slot: their records'
+    /// deadlines, which come in arrival order as the queue needs.
+    slot_waits: Timeouts,
 }
 
 /// The retry budget's count (`RetryBudgetPlan`), in windows of one second.
@@ -266,6 +275,7 @@ impl Pool {
             turn: Cell::new(0),
             budget: RetryBudget::default(),
             timeouts: Timeouts::default(),
+            slot_waits: Timeouts::default(),
         }
     }
 
@@ -520,29 +530,13 @@ impl Pool {
         }
     }
 
-    /// Sends one request on endpoint `i` once it has a slot (waiting in the
-    /// endpoint's queue until then).
+    /// Sends one request on endpoint `i`, which holds one of its slots.
     async fn send(
         &self,
         i: usize,
         req: Request<()>,
         body: Bytes,
     ) -> Result<(u16, Option<Duration>), AttemptError> {
-        let ep = &self.endpoints[i];
-        let _slot = match ep.slots.try_acquire_permit(1) {
-            Ok(p) => p,
-            Err(_) => {
-                ep.queued.set(ep.queued.get() + 1);
-                let _unqueue = Unqueue(&ep.queued);
-                ep.slots
-                    .acquire_permit(1)
-                    .await
-                    .map_err(|_| AttemptError::Connect {
-                        url: ep.plan.url.clone(),
-                        why: "pool closed".into(),
-                    })?
-            }
-        };
         // Boxed once the slot is taken: a record waiting in the queue (all
         // but a connection's streams when the destination is slow, thousands
         // of them) then holds a future without the protocol's state: 0.5 KiB
@@ -551,6 +545,41 @@ impl Pool {
         match self.plan.version {
             HttpVersion::Http2 => Box::pin(self.send_h2(i, req, body)).await,
             HttpVersion::Http1 => Box::pin(self.send_h1(i, req, body)).await,
+        }
+    }
+
+    /// Waits in endpoint `i`'s queue for one of its slots, until the
+    /// record's `deadline` at the latest.
+    async fn wait_for_slot(
+        &self,
+        i: usize,
+        deadline: Instant,
+    ) -> Result<glommio::sync::Permit<'_>, AttemptError> {
+        let ep = &self.endpoints[i];
+        ep.queued.set(ep.queued.get() + 1);
+        let _unqueue = Unqueue(&ep.queued);
+        let since = Instant::now();
+        let waited =
+            futures_lite::future::or(async { Some(ep.slots.acquire_permit(1).await) }, async {
+                self.slot_waits
+                    .start(since, deadline.saturating_duration_since(since))
+                    .await;
+                None
+            })
+            .await;
+        match waited {
+            Some(Ok(permit)) => Ok(permit),
+            Some(Err(_)) => Err(AttemptError::Connect {
+                url: ep.plan.url.clone(),
+                why: "pool closed".into(),
+            }),
+            None => {
+                self.stats.timeouts.fetch_add(1, Relaxed);
+                Err(AttemptError::NoSlot {
+                    url: ep.plan.url.clone(),
+                    waited: since.elapsed(),
+                })
+            }
         }
     }
 
@@ -568,6 +597,40 @@ impl Pool {
         if let Some(s) = ep_stats {
             s.in_flight.local_add(1);
         }
+        let result = self.call(i, body, gzip, content_type, deadline).await;
+        ep.in_flight.set(ep.in_flight.get() - 1);
+        if let Some(s) = ep_stats {
+            s.in_flight.local_sub(1);
+        }
+        let (status, retry_after) = result?;
+        self.stats.count_status(status);
+        if self.plan.success.contains(status) {
+            Ok(())
+        } else {
+            Err(AttemptError::Status {
+                url: ep.plan.url.clone(),
+                status,
+                retry_after,
+            })
+        }
+    }
+
+    /// One request on endpoint `i`: a slot (waiting in the endpoint's queue
+    /// when none is free), then the request raced against `call-timeout`
+    /// counted from then, cut short by the record's deadline.
+    async fn call(
+        &self,
+        i: usize,
+        body: &Bytes,
+        gzip: bool,
+        content_type: &'static str,
+        deadline: Instant,
+    ) -> Result<(u16, Option<Duration>), AttemptError> {
+        let ep = &self.endpoints[i];
+        let _slot = match ep.slots.try_acquire_permit(1) {
+            Ok(permit) => permit,
+            Err(_) => self.wait_for_slot(i, deadline).await?,
+        };
         let req = self.request(ep, body, gzip, content_type);
         let sent = Instant::now();
         let timeout = self
@@ -585,35 +648,21 @@ impl Pool {
         )
         .await;
         crate::stats::record_since(&mut self.latency.borrow_mut(), sent);
-        ep.in_flight.set(ep.in_flight.get() - 1);
-        if let Some(s) = ep_stats {
-            s.in_flight.local_sub(1);
-        }
-        let (status, retry_after) = match result {
+        match result {
             None => {
                 self.stats.timeouts.fetch_add(1, Relaxed);
-                return Err(AttemptError::Timeout {
+                Err(AttemptError::Timeout {
                     url: ep.plan.url.clone(),
                     after: timeout,
-                });
+                })
             }
             Some(Err(e)) => {
                 if !matches!(e, AttemptError::Connect { .. }) {
                     self.stats.errors.fetch_add(1, Relaxed);
                 }
-                return Err(e);
+                Err(e)
             }
-            Some(Ok(s)) => s,
-        };
-        self.stats.count_status(status);
-        if self.plan.success.contains(status) {
-            Ok(())
-        } else {
-            Err(AttemptError::Status {
-                url: ep.plan.url.clone(),
-                status,
-                retry_after,
-            })
+            Some(Ok(answer)) => Ok(answer),
         }
     }
 
