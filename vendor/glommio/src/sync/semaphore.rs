@@ -5,7 +5,7 @@
 //
 use crate::error::{GlommioError, ResourceType};
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     future::Future,
     pin::Pin,
     task::{Context, Poll, Waker},
@@ -29,6 +29,9 @@ struct WaiterNode {
     link: LinkedListLink,
     units: u64,
     waker: RefCell<Option<Waker>>,
+    // sluice: woken by `process_wakes` with `units` set aside for it in
+    // `SemaphoreState::woken`, and not polled since.
+    woken: Cell<bool>,
 
     // Waiter node can not be `Unpin` so its pointer could be used inside intrusive
     // collections, it also can not outlive the container which is guaranteed by the
@@ -109,6 +112,7 @@ impl<'a> Waiter<'a> {
                 link: LinkedListLink::new(),
                 units,
                 waker: RefCell::new(None),
+                woken: Cell::new(false),
                 _p: PhantomPinned,
             },
             semaphore,
@@ -153,6 +157,12 @@ impl<'a> Waiter<'a> {
 
 impl<'a> Drop for Waiter<'a> {
     fn drop(&mut self) {
+        if self.node.woken.get() {
+            // Woken but dropped before it ran: hand its units on.
+            self.semaphore.state.borrow_mut().woken -= self.node.units;
+            process_wakes(self.semaphore, 0);
+            return;
+        }
         if self.node.link.is_linked() {
             // If node is linked that is for sure is pinned so that is safe
             // to make it pinned directly
@@ -172,6 +182,9 @@ impl<'a> Future for Waiter<'a> {
         let waiter_node = unsafe { Pin::new_unchecked(&mut future_mut.node) };
 
         let units = waiter_node.units;
+        if waiter_node.woken.replace(false) {
+            sem_state.woken -= units;
+        }
         match sem_state.try_acquire(units) {
             Err(x) => {
                 Self::remove_from_waiting_queue(waiter_node, &mut sem_state);
@@ -192,6 +205,12 @@ impl<'a> Future for Waiter<'a> {
 #[derive(Debug)]
 struct SemaphoreState {
     avail: u64,
+    /// sluice: units of `avail` set aside for waiters that were woken and
+    /// have not run yet. Upstream counts them as free, so every release
+    /// before those waiters run wakes as many more, which then find nothing
+    /// and queue again (one unbatched shard with 3,000 records waiting for a
+    /// request slot polled each about 11 times).
+    woken: u64,
     closed: bool,
     waiters_list: LinkedList<WaiterAdapter>,
 }
@@ -200,13 +219,14 @@ impl SemaphoreState {
     fn new(avail: u64) -> Self {
         SemaphoreState {
             avail,
+            woken: 0,
             closed: false,
             waiters_list: LinkedList::new(WaiterAdapter::new()),
         }
     }
 
     fn available(&self) -> u64 {
-        self.avail
+        self.avail - self.woken
     }
 
     fn try_acquire(&mut self, units: u64) -> Result<bool> {
@@ -217,7 +237,7 @@ impl SemaphoreState {
             }));
         }
 
-        if self.avail >= units {
+        if self.available() >= units {
             self.avail -= units;
             return Ok(true);
         }
@@ -302,7 +322,8 @@ fn process_wakes(sem: &Semaphore, units: u64) {
     let mut state = sem.state.borrow_mut();
     state.signal(units);
 
-    let mut available_units = state.avail;
+    let mut available_units = state.available();
+    let mut newly_woken = 0;
 
     let mut cursor = state.waiters_list.front_mut();
 
@@ -322,6 +343,8 @@ fn process_wakes(sem: &Semaphore, units: u64) {
                 }
 
                 available_units -= node.units;
+                node.woken.set(true);
+                newly_woken += node.units;
             }
         } else {
             break;
@@ -334,6 +357,7 @@ fn process_wakes(sem: &Semaphore, units: u64) {
             cursor.move_next();
         }
     }
+    state.woken += newly_woken;
 }
 
 /// An implementation of semaphore that doesn't use helper threads,
