@@ -142,6 +142,22 @@ for i in $(seq 1 "$RUNS"); do
   done
 done
 
+# under_perf PEER CONNECTIONS GEN_OUT PERF_ARGS…: one more run of BIN (after
+# the warm-up) with `perf PERF_ARGS… -p PID` attached for its duration.
+under_perf() {
+  local peer=$1 conns=$2 out=$3
+  shift 3
+  start_connector "$BIN" "$peer" "$conns"
+  gen_run "$W/warm.json" 50000
+  perf "$@" -p "$CPID" >/dev/null 2>&1 &
+  local p=$!
+  sleep 0.5
+  gen_run "$out" "$RECORDS" || true
+  kill -INT "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  stop_connector
+}
+
 # One more run per peer and connection count (BIN only, not timed) under
 # `perf stat`: how often sluice wakes another process (sched_waking in its
 # context: mostly the peer and gen, each asleep on the other CPU) and how
@@ -152,15 +168,7 @@ declare -A WAKES SLEEPS
 if [ "${COUNT:-1}" != 0 ] && command -v perf >/dev/null; then
   for peer in $PEERS; do
     for conns in $CONNECTIONS; do
-      start_connector "$BIN" "$peer" "$conns"
-      gen_run "$W/warm.json" 50000
-      perf stat -x, -e sched:sched_waking,context-switches -p "$CPID" -o "$W/count.csv" &
-      P=$!
-      sleep 0.5
-      gen_run "$W/count.json" "$RECORDS" || true
-      kill -INT "$P" 2>/dev/null || true
-      wait "$P" 2>/dev/null || true
-      stop_connector
+      under_perf "$peer" "$conns" "$W/count.json" stat -x, -e sched:sched_waking,context-switches -o "$W/count.csv"
       acked=$(jget "$W/count.json" acked)
       read -r WAKES[$peer,$conns] SLEEPS[$peer,$conns] < <(python3 - "$W/count.csv" "$acked" <<'PY'
 import sys
@@ -182,15 +190,7 @@ TOP=""
 FIRST=${PEERS%% *}
 FIRST_CONNS=${CONNECTIONS##* }
 if [ "${PERF:-1}" != 0 ] && command -v perf >/dev/null; then
-  start_connector "$BIN" "$FIRST" "$FIRST_CONNS"
-  gen_run "$W/warm.json" 50000
-  perf record -F 999 -g -p "$CPID" -o "$W/perf.data" >/dev/null 2>&1 &
-  P=$!
-  sleep 0.5
-  gen_run "$W/perf.gen.json" "$RECORDS" || true
-  kill -INT "$P" 2>/dev/null || true
-  wait "$P" 2>/dev/null || true
-  stop_connector
+  under_perf "$FIRST" "$FIRST_CONNS" "$W/perf.gen.json" record -F 999 -g -o "$W/perf.data"
   TOP=$(perf report -i "$W/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | head -10 | sed -E 's/^ +//; s/[ -]+$//' || true)
 fi
