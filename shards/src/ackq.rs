@@ -292,9 +292,6 @@ mod tests {
         assert!(q.is_empty());
     }
 
-    /// The queue's ring wraps around as slots are written and reserved:
-    /// the decided prefix spans both halves, with and without an info
-    /// answer among them, and every ack still leaves once, in order.
     #[test]
     fn holding_is_worth_it_only_while_the_group_th_slot_is_undecided() {
         let mut q = AckQueue::default();
@@ -319,6 +316,9 @@ mod tests {
         assert!(!q.worth_holding(3), "closed: the writer drains at once");
     }
 
+    /// The queue's ring wraps around as slots are written and reserved:
+    /// the decided prefix spans both halves, with and without an info
+    /// answer among them, and every ack still leaves once, in order.
     #[test]
     fn acks_leave_in_order_across_the_rings_wrap() {
         let mut q = AckQueue::default();
