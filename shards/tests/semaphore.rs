@@ -5,6 +5,8 @@
 //! hands its units on. Every unbatched record waits on one (its endpoint's
 //! request slots), so a lost wake would hold a record until its deadline.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -12,21 +14,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use common::on_a_shard;
 use glommio::sync::Semaphore;
 use glommio::timer::sleep;
-use sluice_shards::rt::executor_builder;
-
-fn on_a_shard<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
-where
-    T: Send + 'static,
-    F: Future<Output = T> + 'static,
-{
-    executor_builder(None, "semaphore-test")
-        .spawn(f)
-        .expect("an executor starts")
-        .join()
-        .expect("the executor ends")
-}
 
 /// Counts the polls of the future it wraps.
 struct Counted<F> {

@@ -5,25 +5,15 @@
 //! call-timeout timer, so a timer that never fires would hold a record
 //! forever.
 
+mod common;
+
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use common::on_a_shard;
 use glommio::timer::{sleep, Timer};
-use sluice_shards::rt::executor_builder;
-
-fn on_a_shard<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
-where
-    T: Send + 'static,
-    F: Future<Output = T> + 'static,
-{
-    executor_builder(None, "timer-test")
-        .spawn(f)
-        .expect("an executor starts")
-        .join()
-        .expect("the executor ends")
-}
 
 /// Polls `fut` once with the current task's waker.
 async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {

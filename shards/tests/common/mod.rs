@@ -14,6 +14,20 @@ use sluice_codec::build::{BinSpec, Key, Message, ValueSpec};
 use sluice_codec::encode::{BinPolicy, Encoder};
 use sluice_shards::plan::*;
 
+/// Runs the future `f` makes on a fresh shard's executor (its own thread)
+/// and returns its output.
+pub fn on_a_shard<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+{
+    sluice_shards::rt::executor_builder(None, "test-shard")
+        .spawn(f)
+        .expect("an executor starts")
+        .join()
+        .expect("the executor ends")
+}
+
 /// What the test server answers to one request body: status and delay.
 pub type Script = Arc<dyn Fn(&[u8]) -> (u16, Duration) + Send + Sync>;
 
