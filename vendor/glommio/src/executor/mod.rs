@@ -1325,7 +1325,14 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // SLUICE-PATCH: preempted before a queue ran is not "nothing
+                // to run". The caller parks when this returns false, and the
+                // park consumes the event that preempted (a preempt timer,
+                // which wakes no task) and sleeps with ready tasks queued
+                // until the next event. Upstream re-armed its preempt timer
+                // at every turn, so one rarely fired here; the kept timer
+                // (`sys/uring.rs`) can fire at any point of a turn.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1340,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {
