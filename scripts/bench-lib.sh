@@ -52,6 +52,21 @@ EOF
   for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
   echo "$(basename "$0"): nginx did not answer on port $1" >&2; cat "$W/nginx/error.log" >&2; return 1
 }
+# start_nghttpd PORT [PATH]: nghttpd (h2c, on LOADCPU, HTTP/2's default
+# windows) serving "ok" at PATH (default /in) on 127.0.0.1:PORT; in PIDS, and
+# answering before this returns (10 s at most). Files under $W/nghttpd.
+start_nghttpd() {
+  local path=${2:-/in}
+  mkdir -p "$W/nghttpd"
+  echo ok >"$W/nghttpd/${path#/}"
+  taskset -c "$LOADCPU" nghttpd --no-tls -d "$W/nghttpd" "$1" >"$W/nghttpd.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null --http2-prior-knowledge "http://127.0.0.1:$1$path" && return 0
+    sleep 0.1
+  done
+  echo "$(basename "$0"): nghttpd did not answer on port $1" >&2; cat "$W/nghttpd.log" >&2; return 1
+}
 # write_results NAME FILE: FILE (which starts with `<!-- NAME:begin -->` and
 # ends with `<!-- NAME:end -->`) replaces that section of perf/RESULTS.md,
 # or is appended when the file has none.

@@ -19,10 +19,7 @@ BIN=${BIN:-$PWD/target/release/sluice}
 workdir probe
 
 PEER=$(free_port)
-mkdir -p "$W/docroot" && echo ok >"$W/docroot/in"
-taskset -c "$LOADCPU" nghttpd --no-tls -d "$W/docroot" "$PEER" >"$W/peer.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 100); do curl -s -o /dev/null --http2-prior-knowledge "http://127.0.0.1:$PEER/in" && break; sleep 0.1; done
+start_nghttpd "$PEER"
 
 probe() { # BINARY LABEL
   local xdr manage c u0 u1
