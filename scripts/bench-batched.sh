@@ -22,6 +22,14 @@
 # 64 KiB per connection be unacknowledged: with 4 connections about 3.5 of the
 # shard's ~40 batches in flight are on the wire and the shard runs dry waiting
 # for WINDOW_UPDATEs; 16 connections keep it busy (perf/RESULTS.md).
+# PLACEMENTS (a list, default "apart"): where gen and the peers run.
+#   apart   on the other CPUs (CPU 1-), as BENCHMARKS.md pins the load tools
+#   shared  on sluice's CPU 0, time-sharing it: every wake is then a local
+#           one. On this VM a wake of a process asleep on the other CPU
+#           costs the waker ~26 µs (scripts/wake-cost.sh); "shared" measures
+#           the same work without that cost, so the two placements side by
+#           side split sluice's own CPU per record from what cross-CPU wakes
+#           add (the wake count is about the same in both: the counted pass).
 # BASE=<another sluice binary> (BASE_NAME, NEW_NAME: their labels) adds a row
 # per peer for it, alternated with
 # BIN run by run (a side-by-side comparison: "ratio" column).
@@ -31,7 +39,7 @@
 # Then one more run per row under `perf stat` counts sluice's wakes of other
 # processes and its own context switches per 1,000 records (COUNT=0: not).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
-# Env: RECORDS [1000000], CONNECTIONS ["4 16"], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
+# Env: RECORDS [1000000], CONNECTIONS ["4 16"], PLACEMENTS ["apart"], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
 #      binary measured; default target/release/sluice), BASE, PERF=0 (no perf
 #      record), COUNT=0 (no counted runs), SKIP_BUILD=1, RESULTS=0.
 set -euo pipefail
@@ -41,6 +49,10 @@ RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-1000000}
 PEERS=${PEERS:-nghttpd nghttpd-large nginx}
 CONNECTIONS=${CONNECTIONS:-4 16}
+PLACEMENTS=${PLACEMENTS:-apart}
+for pl in $PLACEMENTS; do
+  case "$pl" in apart | shared) ;; *) echo "bench-batched: PLACEMENTS holds apart or shared, not '$pl'" >&2; exit 2 ;; esac
+done
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=${BIN:-$PWD/target/release/sluice}
 NEW_NAME=${NEW_NAME:-$(git rev-parse --short HEAD)}
@@ -50,7 +62,7 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 workdir batched
 
 # --- the destinations ------------------------------------------------------------
-declare -A PORT PROTO
+declare -A PORT PROTO PEERPID
 mkdir -p "$W/docroot" && echo ok >"$W/docroot/in"
 for peer in $PEERS; do
   PORT[$peer]=$(free_port)
@@ -61,20 +73,34 @@ for peer in $PEERS; do
       [ "$peer" = nghttpd-large ] && args=(-W 24 -w 20)
       taskset -c "$LOADCPU" nghttpd --no-tls "${args[@]}" -d "$W/docroot" "${PORT[$peer]}" >"$W/$peer.log" 2>&1 &
       PIDS+=($!)
+      PEERPID[$peer]=$!
       for _ in $(seq 1 100); do curl -s -o /dev/null --http2-prior-knowledge "http://127.0.0.1:${PORT[$peer]}/in" && break; sleep 0.1; done
       ;;
     nginx)
       PROTO[$peer]=HTTP_1_1
       start_nginx "${PORT[$peer]}"
+      PEERPID[$peer]="${PIDS[-1]} $(pgrep -P "${PIDS[-1]}" | tr '\n' ' ')"
       ;;
     sink)
       taskset -c "$LOADCPU" "$BIN" sink --listen "127.0.0.1:${PORT[$peer]}" --protocol h2c --quiet >"$W/$peer.log" 2>&1 &
       PIDS+=($!)
+      PEERPID[$peer]=$!
       wait_line "$W/$peer.log" "listening on"
       ;;
     *) echo "bench-batched: PEERS holds nghttpd, nghttpd-large, nginx or sink, not '$peer'" >&2; exit 2 ;;
   esac
 done
+
+# place PLACEMENT: gen (GENCPU) and every peer process, all threads, on the
+# placement's CPUs.
+GENCPU=$LOADCPU
+place() {
+  GENCPU=$LOADCPU
+  [ "$1" = shared ] && GENCPU=0
+  for peer in $PEERS; do
+    for p in ${PEERPID[$peer]}; do taskset -a -p -c "$GENCPU" "$p" >/dev/null; done
+  done
+}
 
 # --- the connector ------------------------------------------------------------------
 start_connector() { # BINARY PEER CONNECTIONS
@@ -106,12 +132,13 @@ EOF
 }
 stop_connector() { kill -TERM "$CPID" 2>/dev/null || true; wait "$CPID" 2>/dev/null || true; }
 gen_run() { # OUT RECORDS
-  taskset -c "$LOADCPU" "$BIN" gen --target "127.0.0.1:$XDR" --shape standard --quiet --json \
+  taskset -c "$GENCPU" "$BIN" gen --target "127.0.0.1:$XDR" --shape standard --quiet --json \
     --records "$2" --rate max --connections 4 --in-flight 1024 >"$1" 2>"$1.log"
 }
 
-# measure BINARY PEER CONNECTIONS: one run; prints "µs-per-record acked/s".
+# measure BINARY PEER CONNECTIONS PLACEMENT: one run; prints "µs-per-record acked/s".
 measure() {
+  place "$4"
   start_connector "$1" "$2" "$3"
   gen_run "$W/warm.json" 50000
   local before after acked
@@ -129,24 +156,28 @@ SIDES=(new)
 declare -A US RATES
 for i in $(seq 1 "$RUNS"); do
   for peer in $PEERS; do
-    for conns in $CONNECTIONS; do
-      for side in "${SIDES[@]}"; do
-        bin=$BIN
-        [ "$side" = base ] && bin=$BASE
-        read -r u r < <(measure "$bin" "$peer" "$conns")
-        US[$side,$peer,$conns]="${US[$side,$peer,$conns]:-} $u"
-        RATES[$side,$peer,$conns]="${RATES[$side,$peer,$conns]:-} $r"
-        echo "== run $i/$RUNS, $peer, $conns connections, $side: $u µs CPU per record, $r acked/s"
+    for pl in $PLACEMENTS; do
+      for conns in $CONNECTIONS; do
+        for side in "${SIDES[@]}"; do
+          bin=$BIN
+          [ "$side" = base ] && bin=$BASE
+          read -r u r < <(measure "$bin" "$peer" "$conns" "$pl")
+          US[$side,$peer,$conns,$pl]="${US[$side,$peer,$conns,$pl]:-} $u"
+          RATES[$side,$peer,$conns,$pl]="${RATES[$side,$peer,$conns,$pl]:-} $r"
+          echo "== run $i/$RUNS, $peer, $conns connections, $pl, $side: $u µs CPU per record, $r acked/s"
+        done
       done
     done
   done
 done
 
-# under_perf PEER CONNECTIONS GEN_OUT PERF_ARGS…: one more run of BIN (after
-# the warm-up) with `perf PERF_ARGS… -p PID` attached for its duration.
+# under_perf PEER CONNECTIONS PLACEMENT GEN_OUT PERF_ARGS…: one more run of
+# BIN (after the warm-up) with `perf PERF_ARGS… -p PID` attached for its
+# duration.
 under_perf() {
-  local peer=$1 conns=$2 out=$3
-  shift 3
+  local peer=$1 conns=$2 out=$4
+  place "$3"
+  shift 4
   start_connector "$BIN" "$peer" "$conns"
   gen_run "$W/warm.json" 50000
   perf "$@" -p "$CPID" >/dev/null 2>&1 &
@@ -167,10 +198,11 @@ under_perf() {
 declare -A WAKES SLEEPS
 if [ "${COUNT:-1}" != 0 ] && command -v perf >/dev/null; then
   for peer in $PEERS; do
-    for conns in $CONNECTIONS; do
-      under_perf "$peer" "$conns" "$W/count.json" stat -x, -e sched:sched_waking,context-switches -o "$W/count.csv"
-      acked=$(jget "$W/count.json" acked)
-      read -r WAKES[$peer,$conns] SLEEPS[$peer,$conns] < <(python3 - "$W/count.csv" "$acked" <<'PY'
+    for pl in $PLACEMENTS; do
+      for conns in $CONNECTIONS; do
+        under_perf "$peer" "$conns" "$pl" "$W/count.json" stat -x, -e sched:sched_waking,context-switches -o "$W/count.csv"
+        acked=$(jget "$W/count.json" acked)
+        read -r WAKES[$peer,$conns,$pl] SLEEPS[$peer,$conns,$pl] < <(python3 - "$W/count.csv" "$acked" <<'PY'
 import sys
 n = {}
 for line in open(sys.argv[1]):
@@ -180,8 +212,9 @@ for line in open(sys.argv[1]):
 k = 1000 / max(float(sys.argv[2]), 1)
 print("%.2f %.2f" % (n.get("sched:sched_waking", 0) * k, n.get("context-switches", 0) * k))
 PY
-      )
-      echo "== counted, $peer, $conns connections: ${WAKES[$peer,$conns]} wakes, ${SLEEPS[$peer,$conns]} context switches per 1,000 records"
+        )
+        echo "== counted, $peer, $conns connections, $pl: ${WAKES[$peer,$conns,$pl]} wakes, ${SLEEPS[$peer,$conns,$pl]} context switches per 1,000 records"
+      done
     done
   done
 fi
@@ -189,21 +222,24 @@ fi
 TOP=""
 FIRST=${PEERS%% *}
 FIRST_CONNS=${CONNECTIONS##* }
+FIRST_PL=${PLACEMENTS%% *}
 if [ "${PERF:-1}" != 0 ] && command -v perf >/dev/null; then
-  under_perf "$FIRST" "$FIRST_CONNS" "$W/perf.gen.json" record -F 999 -g -o "$W/perf.data"
+  under_perf "$FIRST" "$FIRST_CONNS" "$FIRST_PL" "$W/perf.gen.json" record -F 999 -g -o "$W/perf.data"
   TOP=$(perf report -i "$W/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | head -10 | sed -E 's/^ +//; s/[ -]+$//' || true)
 fi
 
-row() { # SIDE PEER CONNECTIONS LABEL -> a table row; sets MED
-  local k=$1,$2,$3
+# on PLACEMENT: the table's "gen and peer" column.
+on() { [ "$1" = shared ] && echo "CPU 0 (shared)" || echo "CPU $LOADCPU"; }
+row() { # SIDE PEER CONNECTIONS PLACEMENT LABEL -> a table row; sets MED
+  local k=$1,$2,$3,$4
   # shellcheck disable=SC2086
   MED=$(median ${US[$k]})
   # shellcheck disable=SC2086
   local rate; rate=$(printf '%.0f' "$(median ${RATES[$k]})")
   local met; met=$(python3 -c "print('met' if $MED <= 1.0 else 'not met')")
   # shellcheck disable=SC2086
-  echo "| $2 | $3 | $4 | $(echo ${US[$k]} | sed 's/ /, /g') | **$(printf '%.3f' "$MED")** = $(python3 -c "print('%.2f' % (1 / $MED))") M/CPU-s, $met | $rate |"
+  echo "| $2 | $3 | $(on "$4") | $5 | $(echo ${US[$k]} | sed 's/ /, /g') | **$(printf '%.3f' "$MED")** = $(python3 -c "print('%.2f' % (1 / $MED))") M/CPU-s, $met | $rate |"
 }
 {
   echo "<!-- bench-batched.sh:begin -->"
@@ -211,22 +247,25 @@ row() { # SIDE PEER CONNECTIONS LABEL -> a table row; sets MED
   echo
   echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs;"
   echo "$(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD), load average before: $LOAD0."
-  echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEERS=\"$PEERS\"${BASE:+, BASE=$BASE_NAME}). sluice \`--shards 1 --cores 0\`,"
+  echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEERS=\"$PEERS\", CONNECTIONS=\"$CONNECTIONS\", PLACEMENTS=\"$PLACEMENTS\"${BASE:+, BASE=$BASE_NAME}). sluice \`--shards 1 --cores 0\`,"
   echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, \`max-connections-per-endpoint\` as in the connections column (HTTP/2, or HTTP/1.1 to nginx);"
-  echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and the peers on CPU $LOADCPU."
+  echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and the peers on the CPUs of the \"gen and peer\" column"
+  echo "(CPU 0 shared: time-sharing sluice's CPU, so that waking them is never a cross-CPU wake; see the script's header)."
   echo "sluice CPU = utime + stime from /proc/PID/stat around each run (after a 50 000-record warm-up);"
   echo "runs alternate between peers, connection counts${BASE:+ and binaries}. nghttpd: 64 KiB HTTP/2 windows; nghttpd-large: \`-W 24 -w 20\`."
   echo
-  echo "| peer | connections | binary | µs CPU / acked record, each run | median | gen acked/s (median) |"
-  echo "|---|---|---|---|---|---|"
+  echo "| peer | connections | gen and peer | binary | µs CPU / acked record, each run | median | gen acked/s (median) |"
+  echo "|---|---|---|---|---|---|---|"
   for peer in $PEERS; do
-    for conns in $CONNECTIONS; do
-      row new "$peer" "$conns" "$NEW_NAME"
-      NEWMED=$MED
-      if [ -n "${BASE:-}" ]; then
-        row base "$peer" "$conns" "$BASE_NAME"
-        echo "| $peer | $conns | ratio | | **$(python3 -c "print('%.2f' % ($NEWMED / $MED))")×** | |"
-      fi
+    for pl in $PLACEMENTS; do
+      for conns in $CONNECTIONS; do
+        row new "$peer" "$conns" "$pl" "$NEW_NAME"
+        NEWMED=$MED
+        if [ -n "${BASE:-}" ]; then
+          row base "$peer" "$conns" "$pl" "$BASE_NAME"
+          echo "| $peer | $conns | $(on "$pl") | ratio | | **$(python3 -c "print('%.2f' % ($NEWMED / $MED))")×** | |"
+        fi
+      done
     done
   done
   echo
@@ -235,20 +274,22 @@ row() { # SIDE PEER CONNECTIONS LABEL -> a table row; sets MED
     echo
     echo "Wakes and sleeps of sluice per 1,000 records (one more run of $NEW_NAME per row, not timed, under"
     echo "\`perf stat -e sched:sched_waking,context-switches -p PID\`; a wake is sluice waking another process, mostly the"
-    echo "peer or gen asleep on the other CPU; see wake-cost.sh for what one costs here):"
+    echo "peer or gen, asleep on the other CPU in the apart rows; see wake-cost.sh for what one costs here):"
     echo
-    echo "| peer | connections | wakes / 1k records | context switches / 1k records |"
-    echo "|---|---|---|---|"
+    echo "| peer | connections | gen and peer | wakes / 1k records | context switches / 1k records |"
+    echo "|---|---|---|---|---|"
     for peer in $PEERS; do
-      for conns in $CONNECTIONS; do
-        echo "| $peer | $conns | ${WAKES[$peer,$conns]} | ${SLEEPS[$peer,$conns]} |"
+      for pl in $PLACEMENTS; do
+        for conns in $CONNECTIONS; do
+          echo "| $peer | $conns | $(on "$pl") | ${WAKES[$peer,$conns,$pl]} | ${SLEEPS[$peer,$conns,$pl]} |"
+        done
       done
     done
   fi
   if [ -n "$TOP" ]; then
     echo
     echo "Where sluice's time goes (\`perf record -F 999 -g -p PID\` over one more run of $RECORDS records"
-    echo "against $FIRST with $FIRST_CONNS connections; \`perf report --no-children --sort symbol\`, top 10 by self time):"
+    echo "against $FIRST with $FIRST_CONNS connections, gen and peer on $(on "$FIRST_PL"); \`perf report --no-children --sort symbol\`, top 10 by self time):"
     echo
     echo '```'
     echo "$TOP"
