@@ -95,6 +95,7 @@ done
 # placement's CPUs.
 GENCPU=$LOADCPU
 place() {
+  local peer p
   GENCPU=$LOADCPU
   [ "$1" = shared ] && GENCPU=0
   for peer in $PEERS; do
@@ -230,7 +231,11 @@ if [ "${PERF:-1}" != 0 ] && command -v perf >/dev/null; then
 fi
 
 # on PLACEMENT: the table's "gen and peer" column.
-on() { [ "$1" = shared ] && echo "CPU 0 (shared)" || echo "CPU $LOADCPU"; }
+on() {
+  local c=$LOADCPU
+  [ "${c%-*}" = "${c#*-}" ] && c=${c%-*}
+  [ "$1" = shared ] && echo "CPU 0 (shared)" || echo "CPU $c"
+}
 row() { # SIDE PEER CONNECTIONS PLACEMENT LABEL -> a table row; sets MED
   local k=$1,$2,$3,$4
   # shellcheck disable=SC2086
@@ -252,7 +257,7 @@ row() { # SIDE PEER CONNECTIONS PLACEMENT LABEL -> a table row; sets MED
   echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and the peers on the CPUs of the \"gen and peer\" column"
   echo "(CPU 0 shared: time-sharing sluice's CPU, so that waking them is never a cross-CPU wake; see the script's header)."
   echo "sluice CPU = utime + stime from /proc/PID/stat around each run (after a 50 000-record warm-up);"
-  echo "runs alternate between peers, connection counts${BASE:+ and binaries}. nghttpd: 64 KiB HTTP/2 windows; nghttpd-large: \`-W 24 -w 20\`."
+  echo "runs alternate between peers, placements, connection counts${BASE:+ and binaries}. nghttpd: 64 KiB HTTP/2 windows; nghttpd-large: \`-W 24 -w 20\`."
   echo
   echo "| peer | connections | gen and peer | binary | µs CPU / acked record, each run | median | gen acked/s (median) |"
   echo "|---|---|---|---|---|---|---|"

@@ -1,7 +1,7 @@
 /* The CPU a process pays to wake another one on a different CPU, and to be
  * woken itself, on this machine (scripts/wake-cost.sh runs it).
  *
- * Two processes, pinned to CPU 0 and CPU 1, bounce one byte over a Unix
+ * Two processes, pinned to CPU 0 and CPU 1 (or both to CPU 0), bounce one byte over a Unix
  * socket pair N times. Each side either blocks in read() (it sleeps and must
  * be woken) or spins on a non-blocking recv() (it never sleeps, so writing to
  * it wakes nothing). The CPU 0 side reports its wall time and its own CPU
@@ -13,7 +13,12 @@
  * depends on how often it wakes its peers (nghttpd, nginx, XDR), and this
  * probe prices one such wake. perf/RESULTS.md has the figures.
  *
- * Usage: wake-cost N MY_SPIN PEER_SPIN  (spin: 1 = never sleeps)
+ * With both on CPU 0 and both blocking, each write wakes a process on the
+ * writer's own CPU: no interrupt crosses CPUs, and the difference from the
+ * two-CPU case is what the hypervisor charges for the cross-CPU wake.
+ *
+ * Usage: wake-cost N MY_SPIN PEER_SPIN [PEER_CPU]  (spin: 1 = never sleeps;
+ * PEER_CPU 1 by default)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -69,12 +74,17 @@ static void give(int fd, char *b) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: wake-cost N MY_SPIN PEER_SPIN\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: wake-cost N MY_SPIN PEER_SPIN [PEER_CPU]\n");
         return 2;
     }
     long n = atol(argv[1]);
     int my_spin = atoi(argv[2]), peer_spin = atoi(argv[3]);
+    int peer_cpu = argc == 5 ? atoi(argv[4]) : 1;
+    if ((my_spin || peer_spin) && peer_cpu == 0) {
+        fprintf(stderr, "wake-cost: a spinning side needs a CPU of its own\n");
+        return 2;
+    }
     int sp[2];
     char b = 0;
     if (n <= 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) {
@@ -87,7 +97,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (peer == 0) {
-        pin(1);
+        pin(peer_cpu);
         for (long i = 0; i < n; i++) {
             take(sp[1], &b, peer_spin);
             give(sp[1], &b);

@@ -7,8 +7,12 @@
 #   only CPU 0 sleeps  CPU 0 blocks and is woken; its writes wake nobody
 #   both sleep         as above, and each write of CPU 0 wakes CPU 1's
 #                      sleeping process
+#   both sleep on CPU 0  the same with both processes on CPU 0: each write
+#                      wakes a process on the writer's own CPU
 # "both sleep" minus "only CPU 0 sleeps" is the CPU a writer pays to wake a
-# sleeping process on another CPU. sluice's CPU per record depends on how
+# sleeping process on another CPU; the last case shows what the same
+# exchange costs when no wake crosses CPUs (bench-batched.sh's "shared"
+# placement). sluice's CPU per record depends on how
 # many such wakes it makes per record (perf/RESULTS.md, batched delivery).
 # The result goes into perf/RESULTS.md between the wake-cost.sh markers
 # (RESULTS=0: print only).
@@ -25,10 +29,10 @@ cc -O2 -Wall -o target/wake-cost scripts/wake-cost.c
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 declare -A WALL CPU
-CASES=("1 1" "0 1" "0 0")
-NAMES=("neither sleeps" "only CPU 0 sleeps" "both sleep")
+CASES=("1 1" "0 1" "0 0" "0 0 0")
+NAMES=("neither sleeps" "only CPU 0 sleeps" "both sleep" "both sleep on CPU 0")
 for i in $(seq 1 "$RUNS"); do
-  for c in 0 1 2; do
+  for c in 0 1 2 3; do
     # shellcheck disable=SC2086
     read -r w u < <(target/wake-cost "$ROUNDS" ${CASES[$c]})
     WALL[$c]="${WALL[$c]:-} $w"
@@ -44,18 +48,20 @@ OUT=$(mktemp /tmp/sluice-wake-cost.XXXXXX)
   echo
   echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs, kernel $(uname -r);"
   echo "$(date -u '+%Y-%m-%d %H:%M') UTC, load average before: $LOAD0."
-  echo "Command: \`scripts/wake-cost.sh $RUNS\` (ROUNDS=$ROUNDS): two processes on CPUs 0 and 1 bounce one byte over a"
-  echo "Unix socket pair; the CPU 0 side's figures per round trip, median of $RUNS alternated runs."
+  echo "Command: \`scripts/wake-cost.sh $RUNS\` (ROUNDS=$ROUNDS): two processes on CPUs 0 and 1 (the last row: both on CPU 0)"
+  echo "bounce one byte over a Unix socket pair; the CPU 0 side's figures per round trip, median of $RUNS alternated runs."
   echo
   echo "| case | wall µs per round trip | CPU 0's CPU µs per round trip (runs) | median |"
   echo "|---|---|---|---|"
-  for c in 0 1 2; do
+  for c in 0 1 2 3; do
     # shellcheck disable=SC2086
     echo "| ${NAMES[$c]} | $(printf '%.1f' "$(median ${WALL[$c]})") | $(echo ${CPU[$c]} | sed 's/ /, /g') | **$(printf '%.1f' "$(median ${CPU[$c]})")** |"
   done
   echo
   # shellcheck disable=SC2086
   echo "Waking a sleeping process on the other CPU costs the writer about **$(python3 -c "print('%.1f' % ($(median ${CPU[2]}) - $(median ${CPU[1]})))") µs** of CPU here (both sleep minus only CPU 0 sleeps)."
+  # shellcheck disable=SC2086
+  echo "The same exchange with both processes on CPU 0 (every wake a local one) costs CPU 0 **$(printf '%.1f' "$(median ${CPU[3]})") µs** per round trip, against $(printf '%.1f' "$(median ${CPU[2]})") across CPUs."
   echo "<!-- wake-cost.sh:end -->"
 } >"$OUT"
 cat "$OUT"
