@@ -1,10 +1,10 @@
 /* The CPU a process pays to wake another one on a different CPU, and to be
  * woken itself, on this machine (scripts/wake-cost.sh runs it).
  *
- * Two processes, pinned to CPU 0 and CPU 1 (or both to CPU 0), bounce one byte over a Unix
- * socket pair N times. Each side either blocks in read() (it sleeps and must
- * be woken) or spins on a non-blocking recv() (it never sleeps, so writing to
- * it wakes nothing). The CPU 0 side reports its wall time and its own CPU
+ * Two processes, pinned to CPU 0 and CPU 1 (or both to CPU 0), bounce one
+ * byte over a Unix socket pair N times. Each side either blocks in read() (it
+ * sleeps and must be woken) or spins on a non-blocking recv() (it never
+ * sleeps, so writing to it wakes nothing). The CPU 0 side reports its wall time and its own CPU
  * time (getrusage: user + system) per round trip.
  *
  * On bare metal the four cases differ by a few microseconds. In a virtual
