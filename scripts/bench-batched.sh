@@ -17,12 +17,13 @@
 #                  dropped): how Elasticsearch, Splunk HEC and most serverless
 #                  endpoints are reached
 #   sink           `sluice sink --protocol h2c`
-# CONNECTIONS (a list, default "4 16"): max-connections-per-endpoint, each
-# measured in turn. A peer that advertises HTTP/2's default 64 KiB windows lets
-# 64 KiB per connection be unacknowledged: with 4 connections about 3.5 of the
-# shard's ~40 batches in flight are on the wire and the shard runs dry waiting
-# for WINDOW_UPDATEs; 16 connections keep it busy (perf/RESULTS.md).
-# PLACEMENTS (a list, default "apart"): where gen and the peers run.
+# CONNECTIONS (a list, default "1 4"): max-connections-per-endpoint, each
+# measured in turn (1 is the option's default, as in ESP). A peer that
+# advertises HTTP/2's default 64 KiB windows lets 64 KiB per connection be
+# unacknowledged: with one connection the shard waits for a WINDOW_UPDATE
+# about every 32 KiB; with 4, about 3.5 of the shard's ~40 batches in flight
+# are on the wire (perf/RESULTS.md).
+# PLACEMENTS (a list, default "apart shared"): where gen and the peers run.
 #   apart   on the other CPUs (CPU 1-), as BENCHMARKS.md pins the load tools
 #   shared  on sluice's CPU 0, time-sharing it: every wake is then a local
 #           one. On this VM a wake of a process asleep on the other CPU
@@ -39,7 +40,7 @@
 # Then one more run per row under `perf stat` counts sluice's wakes of other
 # processes and its own context switches per 1,000 records (COUNT=0: not).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
-# Env: RECORDS [1000000], CONNECTIONS ["4 16"], PLACEMENTS ["apart"], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
+# Env: RECORDS [1000000], CONNECTIONS ["1 4"], PLACEMENTS ["apart shared"], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
 #      binary measured; default target/release/sluice), BASE, PERF=0 (no perf
 #      record), COUNT=0 (no counted runs), SKIP_BUILD=1, RESULTS=0.
 set -euo pipefail
@@ -48,8 +49,8 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-1000000}
 PEERS=${PEERS:-nghttpd nghttpd-large nginx}
-CONNECTIONS=${CONNECTIONS:-4 16}
-PLACEMENTS=${PLACEMENTS:-apart}
+CONNECTIONS=${CONNECTIONS:-1 4}
+PLACEMENTS=${PLACEMENTS:-apart shared}
 for pl in $PLACEMENTS; do
   case "$pl" in apart | shared) ;; *) echo "bench-batched: PLACEMENTS holds apart or shared, not '$pl'" >&2; exit 2 ;; esac
 done
