@@ -23,7 +23,8 @@
 # unacknowledged: with one connection the shard waits for a WINDOW_UPDATE
 # about every 32 KiB; with 4, about 3.5 of the shard's ~40 batches in flight
 # are on the wire (perf/RESULTS.md).
-# PLACEMENTS (a list, default "apart shared"): where gen and the peers run.
+# PLACEMENTS (a list, default "apart polled shared", or "apart shared" where
+# polled cannot be set up): where gen and the peers run.
 #   apart   on the other CPUs (CPU 1-), as BENCHMARKS.md pins the load tools
 #   shared  on sluice's CPU 0, time-sharing it: every wake is then a local
 #           one. On this VM a wake of a process asleep on the other CPU
@@ -31,6 +32,15 @@
 #           the same work without that cost, so the two placements side by
 #           side split sluice's own CPU per record from what cross-CPU wakes
 #           add (the wake count is about the same in both: the counted pass).
+#   polled  as apart, with the guest's idle CPUs polling for POLL_NS
+#           (default 200000) before they halt (cpuidle-haltpoll's
+#           guest_halt_poll_ns, which this VM's kernel command line sets to
+#           0; restored at exit). A wake of a polling CPU needs no IPI to a
+#           halted vCPU: it costs the waker 3-5 µs instead of ~26
+#           (wake-cost.sh measures both). So this measures sluice apart from
+#           its peers, as BENCHMARKS.md asks, without the VM's price for
+#           waking a halted vCPU. Needs root and /sys/module/haltpoll;
+#           without them the placement is refused.
 # BASE=<another sluice binary> (BASE_NAME, NEW_NAME: their labels) adds a row
 # per peer for it, alternated with
 # BIN run by run (a side-by-side comparison: "ratio" column).
@@ -40,7 +50,7 @@
 # Then one more run per row under `perf stat` counts sluice's wakes of other
 # processes and its own context switches per 1,000 records (COUNT=0: not).
 # Usage: scripts/bench-batched.sh [RUNS]   (default 3)
-# Env: RECORDS [1000000], CONNECTIONS ["1 4"], PLACEMENTS ["apart shared"], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
+# Env: RECORDS [1000000], CONNECTIONS ["1 4"], PLACEMENTS ["apart polled shared"], POLL_NS [200000], PEERS ["nghttpd nghttpd-large nginx"], BIN (the sluice
 #      binary measured; default target/release/sluice), BASE, PERF=0 (no perf
 #      record), COUNT=0 (no counted runs), SKIP_BUILD=1, RESULTS=0.
 set -euo pipefail
@@ -50,10 +60,17 @@ RUNS=${1:-${RUNS:-3}}
 RECORDS=${RECORDS:-1000000}
 PEERS=${PEERS:-nghttpd nghttpd-large nginx}
 CONNECTIONS=${CONNECTIONS:-1 4}
-PLACEMENTS=${PLACEMENTS:-apart shared}
+HALTPOLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+if [ -w "$HALTPOLL" ]; then PLACEMENTS=${PLACEMENTS:-apart polled shared}; else PLACEMENTS=${PLACEMENTS:-apart shared}; fi
 for pl in $PLACEMENTS; do
-  case "$pl" in apart | shared) ;; *) echo "bench-batched: PLACEMENTS holds apart or shared, not '$pl'" >&2; exit 2 ;; esac
+  case "$pl" in apart | shared | polled) ;; *) echo "bench-batched: PLACEMENTS holds apart, shared or polled, not '$pl'" >&2; exit 2 ;; esac
 done
+POLL_NS=${POLL_NS:-200000}
+if [[ " $PLACEMENTS " == *" polled "* ]] && ! [ -w "$HALTPOLL" ]; then
+  echo "bench-batched: the polled placement needs a writable $HALTPOLL (root, cpuidle-haltpoll)" >&2
+  exit 2
+fi
+HALTPOLL0=$(cat "$HALTPOLL" 2>/dev/null || true)
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=${BIN:-$PWD/target/release/sluice}
 NEW_NAME=${NEW_NAME:-$(git rev-parse --short HEAD)}
@@ -61,6 +78,8 @@ BASE_NAME=${BASE_NAME:-$(basename "${BASE:-base}")}
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 . scripts/bench-lib.sh
 workdir batched
+# The EXIT trap also puts the guest's idle polling back as it was.
+trap 'cleanup; [ -z "$HALTPOLL0" ] || echo "$HALTPOLL0" >"$HALTPOLL" 2>/dev/null || true' EXIT
 
 # --- the destinations ------------------------------------------------------------
 declare -A PORT PROTO PEERPID
@@ -93,12 +112,15 @@ for peer in $PEERS; do
 done
 
 # place PLACEMENT: gen (GENCPU) and every peer process, all threads, on the
-# placement's CPUs.
+# placement's CPUs, and the guest's idle polling as the placement wants it.
 GENCPU=$LOADCPU
 place() {
   local peer p
   GENCPU=$LOADCPU
   [ "$1" = shared ] && GENCPU=0
+  if [ -n "$HALTPOLL0" ] && [ -w "$HALTPOLL" ]; then
+    if [ "$1" = polled ]; then echo "$POLL_NS" >"$HALTPOLL"; else echo "$HALTPOLL0" >"$HALTPOLL"; fi
+  fi
   for peer in $PEERS; do
     for p in ${PEERPID[$peer]}; do taskset -a -p -c "$GENCPU" "$p" >/dev/null; done
   done
@@ -235,7 +257,11 @@ fi
 on() {
   local c=$LOADCPU
   [ "${c%-*}" = "${c#*-}" ] && c=${c%-*}
-  [ "$1" = shared ] && echo "CPU 0 (shared)" || echo "CPU $c"
+  case "$1" in
+    shared) echo "CPU 0 (shared)" ;;
+    polled) echo "CPU $c, idle CPUs poll" ;;
+    *) echo "CPU $c" ;;
+  esac
 }
 row() { # SIDE PEER CONNECTIONS PLACEMENT LABEL -> a table row; sets MED
   local k=$1,$2,$3,$4
@@ -256,7 +282,7 @@ row() { # SIDE PEER CONNECTIONS PLACEMENT LABEL -> a table row; sets MED
   echo "Command: \`scripts/bench-batched.sh $RUNS\` (RECORDS=$RECORDS, PEERS=\"$PEERS\", CONNECTIONS=\"$CONNECTIONS\", PLACEMENTS=\"$PLACEMENTS\"${BASE:+, BASE=$BASE_NAME}). sluice \`--shards 1 --cores 0\`,"
   echo "\`batching: {max-records: 100}\` (batch-interval 100 ms default), json, NDJSON framing, \`max-connections-per-endpoint\` as in the connections column (HTTP/2, or HTTP/1.1 to nginx);"
   echo "\`sluice gen --shape standard --rate max --connections 4 --in-flight 1024\` and the peers on the CPUs of the \"gen and peer\" column"
-  echo "(CPU 0 shared: time-sharing sluice's CPU, so that waking them is never a cross-CPU wake; see the script's header)."
+  echo "(CPU 0 shared: time-sharing sluice's CPU, so that waking them is never a cross-CPU wake; idle CPUs poll: haltpoll's guest_halt_poll_ns $POLL_NS instead of ${HALTPOLL0:-?}, so that a wake needs no IPI to a halted vCPU; see the script's header)."
   echo "sluice CPU = utime + stime from /proc/PID/stat around each run (after a 50 000-record warm-up);"
   echo "runs alternate between peers, placements, connection counts${BASE:+ and binaries}. nghttpd: 64 KiB HTTP/2 windows; nghttpd-large: \`-W 24 -w 20\`."
   echo
