@@ -302,7 +302,7 @@ row() { # SIDE PEER CONNECTIONS PLACEMENT LABEL -> a table row; sets MED
   done
   echo
   echo "Target ≥ 1 M records per CPU second (≤ 1 µs per record), per peer in the median column."
-  if [ ${#WAKES[@]} -gt 0 ]; then
+  if [ -n "${WAKES[*]:-}" ]; then
     echo
     echo "Wakes and sleeps of sluice per 1,000 records (one more run of $NEW_NAME per row, not timed, under"
     echo "\`perf stat -e sched:sched_waking,context-switches -p PID\`; a wake is sluice waking another process, mostly the"

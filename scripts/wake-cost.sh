@@ -63,7 +63,7 @@ OUT=$(mktemp /tmp/sluice-wake-cost.XXXXXX)
   echo
   echo "Machine: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }'), $NCPU CPUs, kernel $(uname -r);"
   echo "$(date -u '+%Y-%m-%d %H:%M') UTC, load average before: $LOAD0."
-  echo "Command: \`scripts/wake-cost.sh $RUNS\` (ROUNDS=$ROUNDS): two processes on CPUs 0 and 1 (the row "both sleep on CPU 0": both on CPU 0)"
+  echo "Command: \`scripts/wake-cost.sh $RUNS\` (ROUNDS=$ROUNDS): two processes on CPUs 0 and 1 (the row \"both sleep on CPU 0\": both on CPU 0)"
   echo "bounce one byte over a Unix socket pair; the CPU 0 side's figures per round trip, median of $RUNS alternated runs."
   echo
   echo "| case | wall µs per round trip | CPU 0's CPU µs per round trip (runs) | median |"
