@@ -71,6 +71,8 @@ if [[ " $PLACEMENTS " == *" polled "* ]] && ! [ -w "$HALTPOLL" ]; then
   exit 2
 fi
 HALTPOLL0=$(cat "$HALTPOLL" 2>/dev/null || true)
+[[ " $PLACEMENTS " != *" polled "* ]] ||
+  echo "bench-batched: the polled rows set $HALTPOLL to $POLL_NS while they run (now $HALTPOLL0; put back at exit)" >&2
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --bin sluice
 BIN=${BIN:-$PWD/target/release/sluice}
 NEW_NAME=${NEW_NAME:-$(git rev-parse --short HEAD)}
