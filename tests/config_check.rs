@@ -476,32 +476,3 @@ routing:
     make_pki(&dir);
     assert_ne!(first, key(), "a new CA file gives a new pool");
 }
-
-#[test]
-fn an_ordered_route_with_batching_is_warned_about() {
-    let dir = Dir::new("ordered-batching");
-    // Batching for every route, ordering for one namespace's: that
-    // namespace's route cannot batch, and check-config says so.
-    let text = format!(
-        "{BASE}batching:\n  max-records: 100\n\
-         namespaces:\n  users:\n    record-ordering:\n      lut-cache-ttl-seconds: 5\n"
-    );
-    let (code, out, err) = check(&dir, &text);
-    assert_eq!(code, 0, "{err}");
-    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning: ")).collect();
-    assert_eq!(warnings.len(), 1, "{out}");
-    assert!(
-        warnings[0].contains("namespace users")
-            && warnings[0].contains("has both batching and record-ordering")
-            && warnings[0].contains("sent one per request"),
-        "{out}"
-    );
-    assert!(out.contains("(not applied: ordered)"), "{out}");
-    // The other route batches, and without ordering nothing is warned.
-    assert!(out.contains("batching 100 records/"), "{out}");
-    let text = format!("{BASE}batching:\n  max-records: 100\n");
-    let (code, out, err) = check(&dir, &text);
-    assert_eq!(code, 0, "{err}");
-    assert!(!out.contains("warning:"), "{out}");
-    assert!(!out.contains("not applied"), "{out}");
-}

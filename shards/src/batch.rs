@@ -4,6 +4,12 @@
 //! or the interval since its first record — and its delivery decides the
 //! ack slot of every record in it.
 //!
+//! An ordered route (`record-ordering`) batches too: a version joins its
+//! route's open batch on its key's owner shard when its turn comes
+//! ([`Batcher::add_turn`]), its body encoded already, and its result goes
+//! to the turn's waiter instead of an ack slot. A key has one version in
+//! flight at a time, so a batch holds at most one version of a key.
+//!
 //! Records are encoded straight into the open body (no copy per record);
 //! the body is allocated at about the size the previous batch reached, not
 //! at `max-bytes`, so a batch touches only the memory it fills; the bodies
@@ -19,6 +25,7 @@ use sluice_codec::encode::{BatchStart, Encoder};
 
 use crate::ackq::{Seq, SharedAcks};
 use crate::dlq::{self, Dead, Verdict};
+use crate::order::Answer;
 use crate::plan::{BatchPlan, FormatId, RouteId};
 use crate::session::{deliver, RECORD_DEADLINE};
 use crate::shard::{Held, ShardCtx, ShardPlan};
@@ -53,6 +60,10 @@ struct Open {
     held: Option<Held>,
     /// Their frames, while a dead-letter file is configured (else empty).
     dead: Vec<Dead>,
+    /// Versions of an ordered route in their key's turn: their waiters.
+    turns: Vec<Rc<Answer>>,
+    /// The earliest deadline among `turns`.
+    turns_deadline: Option<Instant>,
 }
 
 /// The open batch of one route on one shard.
@@ -130,15 +141,9 @@ impl Batcher {
                 Some(open) => open,
                 None => slot.insert(self.open_batch(encoder)),
             };
-            let mark = open.body.len();
-            if open.count > 0 {
-                encoder.batch_separator(&mut open.body);
-            }
-            if let Err(e) = encode(&mut open.body) {
-                open.body.truncate(mark);
+            if let Err(e) = open.put(encoder, encode) {
                 return Err((e, held));
             }
-            open.count += 1;
             match open.runs.last_mut() {
                 Some(r)
                     if r.received == m.received
@@ -161,9 +166,57 @@ impl Batcher {
             if m.dead.frame.is_some() {
                 open.dead.push(m.dead);
             }
-            open.count as usize >= self.limits.max_records.max(1)
-                || open.body.len() >= self.limits.max_bytes
+            self.is_full(open)
         };
+        self.added(full, plan, ctx);
+        Ok(())
+    }
+
+    /// Adds a version of an ordered route in its key's turn (on the key's
+    /// owner shard): `body` is its encoded record, `answer` gets the
+    /// batch's result, and the batch leaves by `deadline` at the latest.
+    pub fn add_turn(
+        self: &Rc<Self>,
+        plan: &Rc<ShardPlan>,
+        ctx: &Rc<ShardCtx>,
+        body: &[u8],
+        answer: Rc<Answer>,
+        deadline: Instant,
+        dead: Dead,
+    ) {
+        let Some(fmt) = plan.plan.formats.get(self.format) else {
+            answer.set(ack::UNAVAILABLE);
+            return;
+        };
+        let full = {
+            let mut slot = self.open.borrow_mut();
+            let open = match slot.as_mut() {
+                Some(open) => open,
+                None => slot.insert(self.open_batch(&fmt.encoder)),
+            };
+            let copied: Result<(), std::convert::Infallible> = open.put(&fmt.encoder, |out| {
+                out.extend_from_slice(body);
+                Ok(())
+            });
+            let Ok(()) = copied;
+            open.turns.push(answer);
+            open.turns_deadline = Some(open.turns_deadline.map_or(deadline, |d| d.min(deadline)));
+            if dead.frame.is_some() {
+                open.dead.push(dead);
+            }
+            self.is_full(open)
+        };
+        self.added(full, plan, ctx);
+    }
+
+    fn is_full(&self, open: &Open) -> bool {
+        open.count as usize >= self.limits.max_records.max(1)
+            || open.body.len() >= self.limits.max_bytes
+    }
+
+    /// After a record joined: flushes a full batch, and makes sure the
+    /// interval timer runs while a batch is open.
+    fn added(self: &Rc<Self>, full: bool, plan: &Rc<ShardPlan>, ctx: &Rc<ShardCtx>) {
         if full {
             self.flush(plan, ctx);
         }
@@ -172,7 +225,6 @@ impl Batcher {
         if !self.timing.get() && self.due.get().is_some() {
             self.start_timer(plan, ctx);
         }
-        Ok(())
     }
 
     /// A new batch, due `interval` from now.
@@ -197,6 +249,8 @@ impl Batcher {
             count: 0,
             held: None,
             dead: Vec::new(),
+            turns: Vec::new(),
+            turns_deadline: None,
         }
     }
 
@@ -234,7 +288,13 @@ impl Batcher {
             return;
         }
         let Some(fmt) = plan.plan.formats.get(self.format) else {
-            settle_runs(ctx, &open.runs, ack::UNAVAILABLE, Instant::now());
+            decide(
+                ctx,
+                &open.runs,
+                &open.turns,
+                ack::UNAVAILABLE,
+                Instant::now(),
+            );
             return;
         };
         fmt.encoder
@@ -252,14 +312,15 @@ impl Batcher {
         let deadline = open
             .runs
             .iter()
-            .map(|r| r.received)
+            .map(|r| r.received + RECORD_DEADLINE)
+            .chain(open.turns_deadline)
             .min()
-            .unwrap_or_else(Instant::now)
-            + RECORD_DEADLINE;
+            .unwrap_or_else(|| Instant::now() + RECORD_DEADLINE);
         let (me, plan, ctx, route) = (self.clone(), plan.clone(), ctx.clone(), self.route);
         let body = Bytes::from(open.body);
         let kept = body.clone();
-        let (runs, count, held, dead) = (open.runs, open.count, open.held, open.dead);
+        let (runs, turns, count, held, dead) =
+            (open.runs, open.turns, open.count, open.held, open.dead);
         glommio::spawn_local(async move {
             let verdict = deliver(&plan, route, body, content_type, deadline, &ctx).await;
             // Frames are kept only while a dead-letter file is configured,
@@ -277,7 +338,7 @@ impl Batcher {
             };
             let result = dlq::settle(&ctx, &plan.plan, verdict, &dead).await;
             // One clock read for the whole batch.
-            settle_runs(&ctx, &runs, result, Instant::now());
+            decide(&ctx, &runs, &turns, result, Instant::now());
             drop(held);
             me.recycle(kept);
         })
@@ -325,13 +386,38 @@ impl Batcher {
     }
 }
 
-/// Decides every record of `runs` with `result` at `now`: each run with
+impl Open {
+    /// Appends one record after the format's separator; the body is left
+    /// as it was when `encode` fails.
+    fn put<E>(
+        &mut self,
+        encoder: &Encoder,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mark = self.body.len();
+        if self.count > 0 {
+            encoder.batch_separator(&mut self.body);
+        }
+        if let Err(e) = encode(&mut self.body) {
+            self.body.truncate(mark);
+            return Err(e);
+        }
+        self.count += 1;
+        Ok(())
+    }
+}
+
+/// Decides every record of a batch with `result` at `now`: each run with
 /// one borrow of its session's acks, one counter update and one histogram
-/// entry (its records share their arrival).
-fn settle_runs(ctx: &ShardCtx, runs: &[Run], result: u8, now: Instant) {
+/// entry (its records share their arrival); each turn by its waiter (its
+/// session counts it when it decides its slot).
+fn decide(ctx: &ShardCtx, runs: &[Run], turns: &[Rc<Answer>], result: u8, now: Instant) {
     for r in runs {
         r.acks.borrow_mut().decide_run(r.first, r.n, result);
         ctx.records_done_at(r.received, now, r.n);
+    }
+    for t in turns {
+        t.set(result);
     }
 }
 

@@ -22,6 +22,11 @@
 //! record); and the owner does not send a waiting version whose deadline
 //! has (all but) passed.
 //!
+//! On a route that batches, a version in its turn joins the route's open
+//! batch on the owner shard ([`crate::batch::Batcher::add_turn`]) and its
+//! turn ends when that batch is answered: a batch holds at most one
+//! version of a key, and the next version of a key goes in a later batch.
+//!
 //! Cost: the common case (the key is idle on this shard) runs the delivery
 //! in the session's own task, with no timer and no extra task; a key is
 //! hashed by its digest bytes, which are uniform already.
@@ -204,6 +209,24 @@ impl Job {
         if !Arc::ptr_eq(&shard_plan.plan, &self.plan) {
             return ack::UNAVAILABLE;
         }
+        let dead = Dead {
+            port: self.port,
+            frame: self.frame.clone(),
+        };
+        // A route that batches: the version joins the route's open batch
+        // on this (its key's owner) shard, which settles it with the rest.
+        if let Some(b) = shard_plan.batchers.get(self.route).and_then(Option::as_ref) {
+            let answer = Rc::new(Answer::default());
+            b.add_turn(
+                &shard_plan,
+                ctx,
+                &self.body,
+                answer.clone(),
+                self.deadline,
+                dead,
+            );
+            return answer.wait().await;
+        }
         let verdict = crate::session::deliver(
             &shard_plan,
             self.route,
@@ -213,11 +236,7 @@ impl Job {
             ctx,
         )
         .await;
-        let dead = [Dead {
-            port: self.port,
-            frame: self.frame.clone(),
-        }];
-        dlq::settle(ctx, &shard_plan.plan, verdict, &dead).await
+        dlq::settle(ctx, &shard_plan.plan, verdict, &[dead]).await
     }
 }
 
@@ -255,13 +274,13 @@ pub fn links(shards: usize) -> Vec<Links> {
 
 /// The ack of one record, set once by whoever decides it.
 #[derive(Default)]
-struct Answer {
+pub struct Answer {
     ack: Cell<Option<u8>>,
     waker: RefCell<Option<Waker>>,
 }
 
 impl Answer {
-    fn set(&self, result: u8) {
+    pub fn set(&self, result: u8) {
         if self.ack.get().is_none() {
             self.ack.set(Some(result));
             if let Some(w) = self.waker.borrow_mut().take() {

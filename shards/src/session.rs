@@ -425,7 +425,9 @@ impl Session {
         let Some(fmt) = p.formats.get(format) else {
             return Some((skip(), taken));
         };
-        // An ordered route sends each record on its own, in its key's turn.
+        // An ordered route's record goes through its key's turn (on the
+        // key's owner shard), which joins the route's batch there if it
+        // batches: encoded on its own here.
         let order = route
             .ordering
             .map(|o| (Key::new(rec.namespace(), rec.digest()), rec.lut(), o));

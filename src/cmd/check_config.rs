@@ -15,9 +15,6 @@ pub fn run(args: CheckConfigArgs) -> ExitCode {
     match sluice::config::load(&args.file) {
         Ok(compiled) => {
             println!("{}: ok", args.file.display());
-            for w in compiled.warnings() {
-                println!("warning: {w}");
-            }
             print!("{}", compiled.describe());
             ExitCode::SUCCESS
         }

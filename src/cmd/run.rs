@@ -186,9 +186,6 @@ pub fn run(args: RunArgs) -> ExitCode {
         return fail(1, format_args!("io_uring is not usable: {e}"));
     }
     tracing::debug!("compiled plan:\n{}", compiled.describe());
-    for w in compiled.warnings() {
-        tracing::warn!("{}: {w}", args.config.display());
-    }
     let mut plan = compiled.plan;
     control::override_listeners(&mut plan, &args.listen);
     let manage = plan.service.manage;

@@ -150,30 +150,6 @@ pub fn load_str(text: &str, base: &Path) -> Result<Compiled, Vec<ConfigError>> {
 }
 
 impl Compiled {
-    /// What the file asks for that the plan does not do as written: a valid
-    /// config, but one an operator should hear about (`check-config`, and a
-    /// warning at start-up and at every reload). Today: a route with both
-    /// `batching` and `record-ordering`, whose records go one per request.
-    pub fn warnings(&self) -> Vec<String> {
-        self.plan
-            .routes
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.batching.is_some() && r.ordering.is_some())
-            .map(|(i, _)| {
-                let from = self
-                    .route_origins
-                    .get(i)
-                    .map(|o| o.join("; "))
-                    .unwrap_or_default();
-                format!(
-                    "route [{i}] ({from}) has both batching and record-ordering: \
-                     its records are sent one per request (an ordered route is not batched)"
-                )
-            })
-            .collect()
-    }
-
     /// The plan in words, for `check-config` and the start-up log. Header
     /// values are never shown (they may be credentials).
     pub fn describe(&self) -> String {
@@ -287,15 +263,10 @@ impl Compiled {
                 .as_ref()
                 .map(|b| {
                     format!(
-                        ", batching {} records/{} bytes/{}ms{}",
+                        ", batching {} records/{} bytes/{}ms",
                         b.max_records,
                         b.max_bytes,
-                        b.interval.as_millis(),
-                        if r.ordering.is_some() {
-                            " (not applied: ordered)"
-                        } else {
-                            ""
-                        }
+                        b.interval.as_millis()
                     )
                 })
                 .unwrap_or_default();

@@ -191,9 +191,6 @@ pub fn reload(
 ) -> Option<crate::config::LoggingConfig> {
     match crate::config::load(path) {
         Ok(compiled) => {
-            for w in compiled.warnings() {
-                tracing::warn!("{}: {w}", path.display());
-            }
             let mut plan = compiled.plan;
             override_listeners(&mut plan, &opts.listen);
             let plan = Arc::new(plan);
