@@ -360,3 +360,63 @@ fn gen_on_hot_keys_over_two_shards_with_batching_loses_nothing() {
     );
     assert!(metric(manage, "sluice_records_handed_off_total") > 0);
 }
+
+#[test]
+fn a_refused_ordered_batch_is_dead_lettered_record_by_record() {
+    // The sink refuses for good (400, in the drop list): with a dead-letter
+    // file every record of the batch is written there and acked 0, and the
+    // keys count as delivered (an older version is stale after); without
+    // one every record is answered 4.
+    let refusing = Sink::start(always(400));
+    let dir = temp_dir("order-batch-dlq");
+    let file = dir.join("dead.jsonl");
+    let cfg = batched(
+        &refusing,
+        false,
+        "  max-records: 5\n  batch-interval: 3000\n",
+    )
+    .replace(
+        "logging:\n",
+        &format!(
+            "dead-letter:\n  file: {}\n  fsync: always\nlogging:\n",
+            file.display()
+        ),
+    );
+    let sluice = Sluice::start("order-batch-dlq", &cfg);
+    let mut c = XdrClient::connect(sluice.xdr);
+    let frames: Vec<Vec<u8>> = (0..5).map(|i| keyed(&format!("d{i}"), 7, lut(7))).collect();
+    c.send(&frames.concat());
+    assert_eq!(c.acks(5), vec![(0, 7); 5]);
+    assert_eq!(refusing.requests().len(), 1, "one batch");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let letters: Vec<sluice_shards::dlq::Letter> = text
+        .lines()
+        .map(|l| sluice_shards::dlq::Letter::parse(l).unwrap())
+        .collect();
+    let mut got: Vec<Vec<u8>> = letters.iter().map(|l| l.frame.clone()).collect();
+    let mut want = frames.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "one letter per record, its own frame");
+    // Dead-lettered counts as delivered: an older version is stale now.
+    c.send(&keyed("d0", 6, lut(6)));
+    assert_eq!(c.acks(1), vec![(0, 6)]);
+    assert_eq!(
+        refusing.requests().len(),
+        1,
+        "the stale version is not sent"
+    );
+    drop(sluice);
+
+    let sluice = Sluice::start(
+        "order-batch-refused",
+        &batched(
+            &refusing,
+            false,
+            "  max-records: 5\n  batch-interval: 3000\n",
+        ),
+    );
+    let mut c = XdrClient::connect(sluice.xdr);
+    c.send(&frames.concat());
+    assert_eq!(c.acks(5), vec![(4, 7); 5]);
+}
