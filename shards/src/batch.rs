@@ -174,7 +174,8 @@ impl Batcher {
 
     /// Adds a version of an ordered route in its key's turn (on the key's
     /// owner shard): `body` is its encoded record, `answer` gets the
-    /// batch's result, and the batch leaves by `deadline` at the latest.
+    /// batch's result, and the batch's delivery ends by `deadline` at the
+    /// latest.
     pub fn add_turn(
         self: &Rc<Self>,
         plan: &Rc<ShardPlan>,
