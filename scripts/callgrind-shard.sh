@@ -33,6 +33,7 @@ destinations:
 routing: {mode: static-multi-destination, destinations: [dest]}
 format: {mode: json}
 $([ "${BATCH:-100}" = 0 ] || echo "batching: {max-records: ${BATCH:-100}}")
+$([ "${ORDERED:-0}" = 0 ] || echo "record-ordering: {lut-cache-ttl-seconds: 30}")
 logging: {ticker-interval: 0}
 EOT
 valgrind --tool=callgrind --callgrind-out-file="$OUT" --collect-atstart=yes --separate-threads=no \
