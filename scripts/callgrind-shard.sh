@@ -10,8 +10,9 @@
 # within a few instructions.
 # Usage: scripts/callgrind-shard.sh [BIN] [RECORDS] [TOP]
 # Env: BATCH [100; 0 = one record per request], INF [1024 in flight per gen
-#      connection], CONNS [4 connections per endpoint], NGHTTPD_ARGS, OUT
-#      [the callgrind file; default in the work dir, removed at exit].
+#      connection], CONNS [4 connections per endpoint], ORDERED [0; 1 =
+#      record-ordering on the route], NGHTTPD_ARGS, OUT [the callgrind
+#      file; default in the work dir, removed at exit].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-$PWD/target/release/sluice}
