@@ -420,3 +420,43 @@ fn a_refused_ordered_batch_is_dead_lettered_record_by_record() {
     c.send(&frames.concat());
     assert_eq!(c.acks(5), vec![(4, 7); 5]);
 }
+
+#[test]
+fn a_version_that_waited_long_for_its_key_is_not_batched() {
+    // Version 1's batch is answered after 5.5 s; version 2 of the same key
+    // waited that long, so it would leave a batch with under 3 s of its
+    // 8 s: it is sent on its own (application/json, not NDJSON).
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let sink = Sink::start(Arc::new(move |_, _| {
+        let slow = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        (200, Duration::from_millis(if slow { 5500 } else { 0 }))
+    }));
+    let cfg = batched(&sink, false, "  max-records: 10\n  batch-interval: 50\n").replace(
+        "    protocol: HTTP_1_1\n",
+        "    protocol: HTTP_1_1\n    call-timeout: 7000\n",
+    );
+    assert!(cfg.contains("call-timeout: 7000"));
+    let sluice = Sluice::start("order-batch-late", &cfg);
+    let mut c = XdrClient::connect(sluice.xdr);
+    c.send(&[version(1, lut(1)), version(2, lut(2))].concat());
+    assert_eq!(c.acks(2), vec![(0, 1), (0, 2)]);
+    let types: Vec<(String, u32)> = sink
+        .requests()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value =
+                serde_json::from_str(std::str::from_utf8(&r.body).unwrap().trim()).unwrap();
+            (
+                r.headers.get("content-type").cloned().unwrap_or_default(),
+                v["gen"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("application/x-ndjson".to_owned(), 1),
+            ("application/json".to_owned(), 2)
+        ]
+    );
+}

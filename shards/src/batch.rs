@@ -17,7 +17,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_codec::ack;
@@ -103,6 +103,14 @@ const SPARE_BYTES: usize = 4 << 20;
 /// Bodies kept in `returned` at most (about one per connection).
 const RETURNED_BODIES: usize = 8;
 
+/// The time a batch's delivery has at least. An unordered batch leaves
+/// within `batch-interval` (under 5 s) of its first record's arrival, so its
+/// oldest record still has over 3 s of its 8 s deadline. A version of an
+/// ordered route joins a batch only if it would too ([`Batcher::takes`]):
+/// one that waited long for its key goes on its own, and cannot cut the
+/// time of the batch it would have joined.
+const MIN_LEFT: Duration = Duration::from_secs(3);
+
 /// The first body's capacity, before any batch has been measured.
 const FIRST_BODY: usize = 16 * 1024;
 
@@ -170,6 +178,13 @@ impl Batcher {
         };
         self.added(full, plan, ctx);
         Ok(())
+    }
+
+    /// Whether a version of an ordered route with this deadline may join
+    /// the batch: it would leave with [`MIN_LEFT`] to spare, as every
+    /// unordered record does.
+    pub fn takes(&self, deadline: Instant) -> bool {
+        Instant::now() + self.limits.interval + MIN_LEFT <= deadline
     }
 
     /// Adds a version of an ordered route in its key's turn (on the key's

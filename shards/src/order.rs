@@ -214,8 +214,14 @@ impl Job {
             frame: self.frame.clone(),
         };
         // A route that batches: the version joins the route's open batch
-        // on this (its key's owner) shard, which settles it with the rest.
-        if let Some(b) = shard_plan.batchers.get(self.route).and_then(Option::as_ref) {
+        // on this (its key's owner) shard, which settles it with the rest;
+        // unless it waited so long for its key that it is sent on its own.
+        let batcher = shard_plan
+            .batchers
+            .get(self.route)
+            .and_then(Option::as_ref)
+            .filter(|b| b.takes(self.deadline));
+        if let Some(b) = batcher {
             let answer = Rc::new(Answer::default());
             b.add_turn(
                 &shard_plan,
