@@ -56,6 +56,16 @@ logging:\n  ticker-interval: 0\n",
     )
 }
 
+/// `cfg` with the destination's `call-timeout` set to `ms`.
+fn with_call_timeout(cfg: &str, ms: u32) -> String {
+    let cfg = cfg.replace(
+        "    protocol: HTTP_1_1\n",
+        &format!("    protocol: HTTP_1_1\n    call-timeout: {ms}\n"),
+    );
+    assert!(cfg.contains(&format!("call-timeout: {ms}")));
+    cfg
+}
+
 /// The generations the sink received, in the order it received them.
 fn received(sink: &Sink) -> Vec<u32> {
     sink.requests()
@@ -190,11 +200,7 @@ fn a_version_waiting_past_its_deadline_is_answered_11_and_not_sent() {
     // The first version hangs until its 8 s deadline; the second waits
     // behind it and is answered 11 at its own deadline, then never sent.
     let sink = Sink::start(Arc::new(|_, _| (200, Duration::from_secs(12))));
-    let cfg = config(&sink, false).replace(
-        "    protocol: HTTP_1_1\n",
-        "    protocol: HTTP_1_1\n    call-timeout: 20000\n",
-    );
-    assert!(cfg.contains("call-timeout: 20000"));
+    let cfg = with_call_timeout(&config(&sink, false), 20000);
     let sluice = Sluice::start("order-deadline", &cfg);
     let mut c = XdrClient::connect(sluice.xdr);
     c.send(&[version(1, lut(1)), version(2, lut(2))].concat());
@@ -431,11 +437,10 @@ fn a_version_that_waited_long_for_its_key_is_not_batched() {
         let slow = first.swap(false, std::sync::atomic::Ordering::SeqCst);
         (200, Duration::from_millis(if slow { 5500 } else { 0 }))
     }));
-    let cfg = batched(&sink, false, "  max-records: 10\n  batch-interval: 50\n").replace(
-        "    protocol: HTTP_1_1\n",
-        "    protocol: HTTP_1_1\n    call-timeout: 7000\n",
+    let cfg = with_call_timeout(
+        &batched(&sink, false, "  max-records: 10\n  batch-interval: 50\n"),
+        7000,
     );
-    assert!(cfg.contains("call-timeout: 7000"));
     let sluice = Sluice::start("order-batch-late", &cfg);
     let mut c = XdrClient::connect(sluice.xdr);
     c.send(&[version(1, lut(1)), version(2, lut(2))].concat());
