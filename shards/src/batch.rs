@@ -231,7 +231,10 @@ impl Batcher {
     }
 
     /// After a record joined: flushes a full batch, and makes sure the
-    /// interval timer runs while a batch is open.
+    /// interval timer runs while a batch is open. Inlined: called on its
+    /// own it cost every batched record 23 instructions (callgrind, 4,224
+    /// against 4,201 per record).
+    #[inline]
     fn added(self: &Rc<Self>, full: bool, plan: &Rc<ShardPlan>, ctx: &Rc<ShardCtx>) {
         if full {
             self.flush(plan, ctx);
