@@ -210,11 +210,10 @@ impl Batcher {
                 Some(open) => open,
                 None => slot.insert(self.open_batch(&fmt.encoder)),
             };
-            let copied: Result<(), std::convert::Infallible> = open.put(&fmt.encoder, |out| {
+            let Ok(()) = open.put(&fmt.encoder, |out| {
                 out.extend_from_slice(body);
-                Ok(())
+                Ok::<(), std::convert::Infallible>(())
             });
-            let Ok(()) = copied;
             open.turns.push(answer);
             open.turns_deadline = Some(open.turns_deadline.map_or(deadline, |d| d.min(deadline)));
             if dead.frame.is_some() {
